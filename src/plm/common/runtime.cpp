@@ -1,0 +1,56 @@
+#include "plm/common/runtime.h"
+
+#include <cstdlib>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "plm/common/log.h"
+
+namespace plm::runtime {
+
+std::string torch_version() {
+  return TORCH_VERSION;
+}
+
+bool cuda_compiled() {
+#ifdef PLM_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+  return cuda_compiled() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+std::string blas_name() {
+  const std::string config = at::show_config();
+  const auto pos = config.find("BLAS_INFO=");
+  if (pos == std::string::npos) return "unknown";
+  const auto start = pos + 10;
+  return config.substr(start, config.find_first_of(", \n", start) - start);
+}
+
+int configure_threads(int requested) {
+  int n = requested;
+  if (n <= 0) {
+    if (const char* env = std::getenv("OMP_NUM_THREADS")) n = std::atoi(env);
+  }
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  at::set_num_threads(n);
+  return at::get_num_threads();
+}
+
+void log_summary() {
+  log::info("LibTorch {} | CUDA {} ({} device(s)) | intra-op threads {} of {} cores | BLAS {}", torch_version(),
+            cuda_compiled() ? "compiled in" : "not compiled in", cuda_device_count(), at::get_num_threads(),
+            std::thread::hardware_concurrency(), blas_name());
+}
+
+}  // namespace plm::runtime

@@ -1,0 +1,27 @@
+// Process-level runtime facts and set-up: LibTorch version, threads, BLAS, CUDA.
+#pragma once
+
+#include <string>
+
+namespace plm::runtime {
+
+/// "2.11.0" (the LibTorch the binary was built against).
+std::string torch_version();
+
+/// True when plm was built with -DPLM_CUDA=ON.
+bool cuda_compiled();
+
+/// Number of visible CUDA devices (0 on CPU builds or machines without GPUs).
+int cuda_device_count();
+
+/// The BLAS LibTorch uses, from its build configuration (e.g. "mkl", "open").
+std::string blas_name();
+
+/// Sets ATen's intra-op threads: `requested` if > 0, else $OMP_NUM_THREADS if set, else all cores.
+/// Returns the number in use.
+int configure_threads(int requested = 0);
+
+/// Logs the facts above, once, at start-up.
+void log_summary();
+
+}  // namespace plm::runtime

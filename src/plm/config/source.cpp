@@ -1,0 +1,172 @@
+#include "plm/config/source.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace plm::config {
+namespace {
+
+std::string join(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+// Forget the origins recorded under `path` (its value was replaced wholesale).
+void erase_origins_under(std::map<std::string, std::string>& origin, const std::string& path) {
+  const std::string dotted = path + ".";
+  for (auto it = origin.lower_bound(dotted); it != origin.end() && it->first.rfind(dotted, 0) == 0;)
+    it = origin.erase(it);
+}
+
+void merge_into(YAML::Node base, const YAML::Node& top, const std::string& prefix, const std::string& file,
+                std::map<std::string, std::string>& origin) {
+  for (auto it = top.begin(); it != top.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string path = join(prefix, key);
+    const YAML::Node& value = it->second;
+    const YAML::Node existing = static_cast<const YAML::Node&>(base)[key];
+    const std::string where = file + ":" + std::to_string(it->first.Mark().line + 1);
+    if (existing && existing.IsMap() && value.IsMap()) {
+      merge_into(existing, value, path, file, origin);
+    } else {
+      base[key] = YAML::Clone(value);
+      erase_origins_under(origin, path);
+      // Record the whole subtree so errors deep inside a replaced map still point at a line.
+      std::vector<std::pair<std::string, YAML::Node>> stack{{path, value}};
+      origin[path] = where;
+      while (!stack.empty()) {
+        auto [p, n] = stack.back();
+        stack.pop_back();
+        if (!n.IsMap()) continue;
+        for (auto c = n.begin(); c != n.end(); ++c) {
+          const std::string cp = join(p, c->first.as<std::string>());
+          origin[cp] = file + ":" + std::to_string(c->first.Mark().line + 1);
+          stack.push_back({cp, c->second});
+        }
+      }
+    }
+  }
+}
+
+// Finds an included file: relative to the including file's folder, then each folder above it.
+fs::path resolve_include(const fs::path& including, const std::string& name) {
+  fs::path wanted(name);
+  if (wanted.is_absolute()) return fs::exists(wanted) ? wanted : fs::path();
+  for (fs::path dir = fs::absolute(including).parent_path();; dir = dir.parent_path()) {
+    if (fs::exists(dir / wanted)) return dir / wanted;
+    if (dir == dir.parent_path()) break;
+  }
+  return {};
+}
+
+void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain) {
+  const fs::path canonical = fs::weakly_canonical(path);
+  for (const auto& p : chain) {
+    if (p == canonical) {
+      std::string cycle;
+      for (const auto& q : chain) cycle += q.string() + " -> ";
+      throw ConfigError("include cycle: " + cycle + canonical.string() + ".");
+    }
+  }
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read config file '" + path.string() + "': " + std::strerror(errno) + ".");
+  std::stringstream text;
+  text << in.rdbuf();
+  YAML::Node doc;
+  try {
+    doc = YAML::Load(text.str());
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg + ".");
+  }
+  if (doc.IsNull()) return;  // an empty file is an empty mapping
+  if (!doc.IsMap())
+    throw ConfigError(path.string() + ": the top level of a config file must be a mapping of keys to values.");
+
+  chain.push_back(canonical);
+  const YAML::Node& cdoc = doc;
+  if (const YAML::Node inc = cdoc["include"]) {
+    const std::string where = path.string() + ":" + std::to_string(inc.Mark().line + 1);
+    std::vector<std::string> names;
+    if (inc.IsScalar()) {
+      names.push_back(inc.as<std::string>());
+    } else if (inc.IsSequence()) {
+      for (const auto& n : inc) {
+        if (!n.IsScalar()) throw ConfigError(where + ": 'include' entries must be file names.");
+        names.push_back(n.as<std::string>());
+      }
+    } else {
+      throw ConfigError(where + ": 'include' must be a file name or a list of file names.");
+    }
+    for (const auto& name : names) {
+      const fs::path found = resolve_include(path, name);
+      if (found.empty())
+        throw ConfigError(where + ": included file '" + name + "' not found next to '" + path.string() +
+                          "' or in any folder above it.");
+      load_into(found, out, chain);
+    }
+    doc.remove("include");
+  }
+  chain.pop_back();
+  merge_into(out.root, doc, "", path.string(), out.origin);
+}
+
+}  // namespace
+
+std::string Source::where(const std::string& path) const {
+  for (std::string p = path;;) {
+    if (auto it = origin.find(p); it != origin.end()) return it->second;
+    const auto dot = p.rfind('.');
+    if (dot == std::string::npos) return "built-in default";
+    p.resize(dot);
+  }
+}
+
+Source load_yaml_with_includes(const std::string& path) {
+  Source out;
+  std::vector<fs::path> chain;
+  load_into(path, out, chain);
+  return out;
+}
+
+void apply_overrides(Source& source, const std::vector<std::string>& overrides) {
+  for (const auto& arg : overrides) {
+    const auto eq = arg.find('=');
+    const std::string where = "command-line override '" + arg + "'";
+    if (eq == std::string::npos || eq == 0) throw ConfigError(where + " is not of the form key.path=value.");
+    const std::string key = arg.substr(0, eq), text = arg.substr(eq + 1);
+    YAML::Node value;
+    try {
+      value = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(where + ": the value is not valid YAML (" + e.msg + ").");
+    }
+    // Walk/create the maps down to the parent of the last key, then merge a one-key mapping there
+    // so that origins are recorded exactly as for a file.
+    YAML::Node top(YAML::NodeType::Map);
+    YAML::Node cursor = top;
+    std::stringstream parts(key);
+    std::string part;
+    std::vector<std::string> keys;
+    while (std::getline(parts, part, '.')) {
+      if (part.empty()) throw ConfigError(where + ": the key has an empty component.");
+      keys.push_back(part);
+    }
+    for (size_t i = 0; i + 1 < keys.size(); ++i) {
+      cursor[keys[i]] = YAML::Node(YAML::NodeType::Map);
+      cursor.reset(cursor[keys[i]]);  // rebind the handle; operator= would overwrite the node
+    }
+    cursor[keys.back()] = value;
+    std::map<std::string, std::string> fresh;
+    merge_into(source.root, top, "", "", fresh);
+    for (auto& [p, w] : fresh) {
+      (void)w;
+      source.origin[p] = where;
+    }
+  }
+}
+
+}  // namespace plm::config

@@ -1,0 +1,42 @@
+// The raw configuration before it is typed: recipe YAML with its `include:`s merged, then
+// `a.b.c=value` overrides on top, and for every key the place it was last set (for error messages).
+#pragma once
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+namespace plm::config {
+
+/// Merged YAML mapping plus where each dotted key path was set ("file.yaml:12" or
+/// "command-line override 'optim.lr=1e-5'").
+struct Source {
+  YAML::Node root = YAML::Node(YAML::NodeType::Map);
+  std::map<std::string, std::string> origin;
+
+  /// Where `path` (dotted) was set; falls back to its closest set ancestor, then to "built-in default".
+  std::string where(const std::string& path) const;
+};
+
+/// Thrown for any error a user can cause; what() is one or more lines, each one complete sentence.
+struct ConfigError : std::runtime_error {
+  explicit ConfigError(const std::string& what) : std::runtime_error(what) {}
+};
+
+/// Reads `path` and resolves its `include:` key (a file name or a list of them) recursively. Included
+/// files are merged first, in order, and the including file's own keys go on top. An include is
+/// looked up relative to the including file's folder, then each folder above it, so a recipe anywhere
+/// in the repository can write `include: configs/models/plm_1b.yaml`. Maps merge key by key; any
+/// other value replaces. Throws ConfigError naming the file (and line) for unreadable files, YAML
+/// syntax errors, a non-mapping document, missing includes and include cycles.
+Source load_yaml_with_includes(const std::string& path);
+
+/// Applies `key.path=value` overrides in order. The value is parsed as a YAML scalar or flow
+/// collection (`1e-5`, `true`, `null`, `[a, b]`); an empty value is the empty string.
+/// Throws ConfigError for an argument without `=` or with an empty key.
+void apply_overrides(Source& source, const std::vector<std::string>& overrides);
+
+}  // namespace plm::config

@@ -9,4 +9,7 @@ namespace plm::cli {
 /// `plm config print|validate RECIPE [key=value ...]`.
 void add_config_command(CLI::App& app, int& exit_code);
 
+/// `plm text encode|decode --tokenizer PATH [--jsonl]`.
+void add_text_command(CLI::App& app, int& exit_code);
+
 }  // namespace plm::cli

@@ -1,0 +1,51 @@
+// Byte-level BPE in tiktoken's format and semantics: Llama 3's tokenizer.model (plm-spec.md 3.1).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "plm/text/pretokenizer.h"
+#include "plm/text/tokenizer.h"
+
+namespace plm::text {
+
+/// The Llama 3 pre-tokenizer pattern (tiktoken's pat_str for Llama 3 and PLM).
+extern const char* const kLlama3Pattern;
+
+/// PLM's 256 special tokens, in id order after the base vocabulary: <|begin_of_text|>, <|end_of_text|>,
+/// <|image|>, reserved 1..3, <|start_header_id|>, <|end_header_id|>, reserved 4, <|eot_id|>, reserved 5..250.
+std::vector<std::string> plm_special_tokens();
+
+/// tiktoken BPE: split the text on special-token literals, split each ordinary span with the pre-tokenizer
+/// regex, then merge each piece's bytes pairwise, lowest rank first (ties: leftmost). Identical ids to
+/// tiktoken.Encoding(pat_str, mergeable_ranks, special_tokens).encode(text, allowed_special="all"), including
+/// PLM's cutting of huge inputs (4,000,000-character blocks, whitespace/non-whitespace runs of at most 250,000).
+class TiktokenBpe final : public Tokenizer {
+ public:
+  /// Reads `path` ("base64(token bytes) rank" per line; rank = id). Specials get ids from the number of base
+  /// tokens on. Throws TokenizerError naming the file and line of the first malformed entry.
+  TiktokenBpe(const std::string& path, std::vector<std::string> special_tokens = plm_special_tokens(),
+              const std::string& pattern = kLlama3Pattern);
+
+  std::vector<TokenId> encode(std::string_view text) const override;
+  std::string decode(const std::vector<TokenId>& ids) const override;
+  TokenId vocab_size() const override { return static_cast<TokenId>(tokens_.size()); }
+  TokenId special_id(std::string_view literal) const override;
+
+  /// Encodes text that contains no special tokens (literals are ordinary text here).
+  void encode_ordinary(std::string_view text, std::vector<TokenId>& out) const;
+
+ private:
+  void encode_piece(std::string_view piece, std::vector<TokenId>& out) const;
+  TokenId rank_of(std::string_view bytes) const;
+
+  std::string arena_;                                  // all token bytes, back to back
+  std::vector<std::string_view> tokens_;               // id -> bytes (specials: their literal)
+  std::unordered_map<std::string_view, TokenId> ranks_;  // mergeable bytes -> rank
+  std::unordered_map<std::string_view, TokenId> specials_;
+  TokenId num_base_ = 0;
+  Pretokenizer pretokenizer_;
+};
+
+}  // namespace plm::text

@@ -94,7 +94,8 @@ void add_text_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<TextOptions>();
 
   auto* enc = text->add_subcommand(
-      "encode", "stdin text -> one line of space-separated ids (with --jsonl: one JSON string per line in, one line out)");
+      "encode",
+      "stdin text -> one line of space-separated ids (with --jsonl: one JSON string per line in, one line out)");
   auto* dec = text->add_subcommand(
       "decode", "stdin ids -> text (with --jsonl: one line of ids in, one JSON string per line out)");
   for (auto* cmd : {enc, dec}) {

@@ -31,8 +31,10 @@ std::string rewrite_whitespace_classes(const std::string& pattern) {
       }
       continue;
     }
-    if (c == '[' && !in_class) in_class = true;
-    else if (c == ']' && in_class) in_class = false;
+    if (c == '[' && !in_class)
+      in_class = true;
+    else if (c == ']' && in_class)
+      in_class = false;
     out += c;
   }
   return out;
@@ -61,8 +63,8 @@ Pretokenizer::Pretokenizer(const std::string& pattern) : impl_(std::make_unique<
   const std::string rewritten = rewrite_whitespace_classes(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(),
-                              PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(), PCRE2_UTF | PCRE2_UCP,
+                              &error, &offset, nullptr);
   if (!impl_->code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
@@ -82,10 +84,9 @@ void Pretokenizer::split(std::string_view text, const std::function<void(std::st
   const auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE start = 0;
   while (start < text.size()) {
-    const int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data,
-                                                state.context)
-                              : pcre2_match(impl_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data,
-                                            state.context);
+    const int rc =
+        impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data, state.context)
+                   : pcre2_match(impl_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       pcre2_match_data_free(data);

@@ -32,7 +32,9 @@ std::string SentencePieceTokenizer::decode(const std::vector<TokenId>& ids) cons
   return out;
 }
 
-TokenId SentencePieceTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+TokenId SentencePieceTokenizer::vocab_size() const {
+  return sp_->GetPieceSize();
+}
 
 TokenId SentencePieceTokenizer::special_id(std::string_view literal) const {
   const int id = sp_->PieceToId(std::string(literal));

@@ -2,10 +2,10 @@
 
 #include <array>
 #include <fstream>
-#include <queue>
-#include <tuple>
 #include <limits>
+#include <queue>
 #include <sstream>
+#include <tuple>
 
 namespace plm::text {
 
@@ -126,8 +126,7 @@ TiktokenBpe::TiktokenBpe(const std::string& path, std::vector<std::string> speci
     const bool ok = space != std::string::npos && base64_decode(std::string_view(line).substr(0, space), bytes) &&
                     (std::istringstream(line.substr(space + 1)) >> rank) && rank >= 0;
     if (!ok)
-      throw TokenizerError(path + ":" + std::to_string(line_no) +
-                           ": not a tiktoken BPE entry 'base64(bytes) rank'.");
+      throw TokenizerError(path + ":" + std::to_string(line_no) + ": not a tiktoken BPE entry 'base64(bytes) rank'.");
     entries.emplace_back(bytes, rank);
     total += bytes.size();
   }
@@ -183,9 +182,7 @@ void TiktokenBpe::encode_piece(std::string_view piece, std::vector<TokenId>& out
   uint32_t* prev = prev_buf.data();
   TokenId* rank = rank_buf.data();  // rank[i]: part i merged with the part after it
   for (size_t i = 0; i < n; ++i) next[i] = static_cast<uint32_t>(i + 1), prev[i] = static_cast<uint32_t>(i - 1);
-  auto span_rank = [&](size_t i) {
-    return next[i] >= n ? kNoRank : rank_of(piece.substr(i, next[next[i]] - i));
-  };
+  auto span_rank = [&](size_t i) { return next[i] >= n ? kNoRank : rank_of(piece.substr(i, next[next[i]] - i)); };
   auto merge = [&](size_t i) {  // part i absorbs the part after it, which dies (next = 0)
     const uint32_t j = next[i];
     next[i] = next[j];

@@ -40,8 +40,8 @@ class TiktokenBpe final : public Tokenizer {
   void encode_piece(std::string_view piece, std::vector<TokenId>& out) const;
   TokenId rank_of(std::string_view bytes) const;
 
-  std::string arena_;                                  // all token bytes, back to back
-  std::vector<std::string_view> tokens_;               // id -> bytes (specials: their literal)
+  std::string arena_;                                    // all token bytes, back to back
+  std::vector<std::string_view> tokens_;                 // id -> bytes (specials: their literal)
   std::unordered_map<std::string_view, TokenId> ranks_;  // mergeable bytes -> rank
   std::unordered_map<std::string_view, TokenId> specials_;
   TokenId num_base_ = 0;

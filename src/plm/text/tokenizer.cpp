@@ -13,10 +13,14 @@ std::string repair_utf8(std::string_view text) {
     const auto b0 = static_cast<unsigned char>(text[i]);
     if (b0 < 0x80) return len = 1, true;
     unsigned char lo = 0x80, hi = 0xBF;
-    if (b0 >= 0xC2 && b0 <= 0xDF) len = 2;
-    else if (b0 >= 0xE0 && b0 <= 0xEF) len = 3, lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
-    else if (b0 >= 0xF0 && b0 <= 0xF4) len = 4, lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    else return len = 1, false;
+    if (b0 >= 0xC2 && b0 <= 0xDF)
+      len = 2;
+    else if (b0 >= 0xE0 && b0 <= 0xEF)
+      len = 3, lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
+    else if (b0 >= 0xF0 && b0 <= 0xF4)
+      len = 4, lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
+    else
+      return len = 1, false;
     // Maximal subpart: count how many continuation bytes are acceptable before failing.
     for (size_t k = 1; k < len; ++k) {
       if (i + k >= text.size()) return len = k, false;

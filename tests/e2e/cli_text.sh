@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `plm text encode|decode` end to end (the --jsonl modes are covered by tests/parity/tokenizer_parity.py).
+# Usage: tests/e2e/cli_text.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+PLM="$1"; TOK=tests/fixtures/llama3/tokenizer.model
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+out="$(printf 'This is a test sentence.' | "$PLM" text encode --tokenizer "$TOK")"
+[ "$out" = "2028 374 264 1296 11914 13" ] || fail "encode gave '$out'"
+out="$(printf 'line one\nline two\n' | "$PLM" text encode --tokenizer "$TOK" | "$PLM" text decode --tokenizer "$TOK")"
+[ "$out" = "$(printf 'line one\nline two\n')" ] || fail "encode | decode is not the identity: '$out'"
+out="$(printf '"a"\n"<|image|>b"\n' | "$PLM" text encode --tokenizer "$TOK" --jsonl)"
+[ "$out" = "$(printf '64\n128002 65')" ] || fail "--jsonl gave '$out'"
+err="$(echo '1 2 999999' | "$PLM" text decode --tokenizer "$TOK" 2>&1 >/dev/null)"; rc=$?
+[ $rc -eq 2 ] && [[ "$err" == *"token id 999999 is outside the vocabulary"* ]] || fail "bad id: rc=$rc '$err'"
+err="$(echo '1 two' | "$PLM" text decode --tokenizer "$TOK" 2>&1 >/dev/null)"; rc=$?
+[ $rc -eq 2 ] && [[ "$err" == *"'two' is not a token id"* ]] || fail "non-number: rc=$rc '$err'"
+err="$(echo 'not json' | "$PLM" text encode --tokenizer "$TOK" --jsonl 2>&1 >/dev/null)"; rc=$?
+[ $rc -eq 2 ] && [[ "$err" == *"stdin line 1 is not JSON"* ]] || fail "bad JSON: rc=$rc '$err'"
+err="$(echo x | "$PLM" text encode --tokenizer /nonexistent 2>&1 >/dev/null)"; rc=$?
+[ $rc -ne 0 ] && [[ "$err" == *"/nonexistent"* ]] || fail "missing tokenizer: rc=$rc '$err'"
+
+if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
+echo "all text CLI checks passed"

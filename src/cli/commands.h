@@ -4,12 +4,21 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
+
 namespace plm::cli {
+
+/// Runs a command; an error the user caused (bad config, tokenizer or checkpoint file, inputs) is printed as its
+/// one-sentence message on stderr and gives exit code 2 instead of an abort.
+int report_errors(const std::function<int()>& command);
 
 /// `plm config print|validate RECIPE [key=value ...]`.
 void add_config_command(CLI::App& app, int& exit_code);
 
 /// `plm text encode|decode --tokenizer PATH [--jsonl]`.
 void add_text_command(CLI::App& app, int& exit_code);
+
+/// `plm model info|forward`.
+void add_model_command(CLI::App& app, int& exit_code);
 
 }  // namespace plm::cli

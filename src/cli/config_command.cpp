@@ -22,31 +22,21 @@ void report_ignored(const config::Loaded& loaded) {
 }
 
 int print(const ConfigOptions& o) {
-  try {
-    const auto loaded = config::load_config(o.recipe, o.overrides);
-    report_ignored(loaded);
-    for (const auto& e : config::validate(loaded)) log::warn("{}", e);
-    std::cout << config::to_yaml(loaded.args);
-    return 0;
-  } catch (const config::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return 2;
-  }
+  const auto loaded = config::load_config(o.recipe, o.overrides);
+  report_ignored(loaded);
+  for (const auto& e : config::validate(loaded)) log::warn("{}", e);
+  std::cout << config::to_yaml(loaded.args);
+  return 0;
 }
 
 int validate(const ConfigOptions& o) {
-  try {
-    const auto loaded = config::load_config(o.recipe, o.overrides);
-    report_ignored(loaded);
-    const auto errors = config::validate(loaded);
-    for (const auto& e : errors) std::cerr << e << "\n";
-    if (!errors.empty()) return 2;
-    std::cout << o.recipe << ": valid\n";
-    return 0;
-  } catch (const config::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return 2;
-  }
+  const auto loaded = config::load_config(o.recipe, o.overrides);
+  report_ignored(loaded);
+  const auto errors = config::validate(loaded);
+  for (const auto& e : errors) std::cerr << e << "\n";
+  if (!errors.empty()) return 2;
+  std::cout << o.recipe << ": valid\n";
+  return 0;
 }
 
 void add_recipe_args(CLI::App* cmd, ConfigOptions& o) {
@@ -64,12 +54,12 @@ void add_config_command(CLI::App& app, int& exit_code) {
   auto* print_cmd = config->add_subcommand(
       "print", "Print the resolved config (defaults <- recipe and its includes <- overrides) as YAML");
   add_recipe_args(print_cmd, *options);
-  print_cmd->callback([options, &exit_code] { exit_code = print(*options); });
+  print_cmd->callback([options, &exit_code] { exit_code = report_errors([&] { return print(*options); }); });
 
   auto* validate_cmd =
       config->add_subcommand("validate", "Check a recipe; exit 0 if valid, else print every error and exit 2");
   add_recipe_args(validate_cmd, *options);
-  validate_cmd->callback([options, &exit_code] { exit_code = validate(*options); });
+  validate_cmd->callback([options, &exit_code] { exit_code = report_errors([&] { return validate(*options); }); });
 }
 
 }  // namespace plm::cli

@@ -77,15 +77,6 @@ int decode(const TextOptions& o) {
   return 0;
 }
 
-int run(int (*command)(const TextOptions&), const TextOptions& o) {
-  try {
-    return command(o);
-  } catch (const text::TokenizerError& e) {
-    std::cerr << e.what() << '\n';
-    return 2;
-  }
-}
-
 }  // namespace
 
 void add_text_command(CLI::App& app, int& exit_code) {
@@ -104,8 +95,8 @@ void add_text_command(CLI::App& app, int& exit_code) {
         ->check(CLI::ExistingFile);
     cmd->add_flag("--jsonl", o->jsonl, "one text per line, as JSON strings");
   }
-  enc->callback([o, &exit_code] { exit_code = run(encode, *o); });
-  dec->callback([o, &exit_code] { exit_code = run(decode, *o); });
+  enc->callback([o, &exit_code] { exit_code = report_errors([&] { return encode(*o); }); });
+  dec->callback([o, &exit_code] { exit_code = report_errors([&] { return decode(*o); }); });
 }
 
 }  // namespace plm::cli

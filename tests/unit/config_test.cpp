@@ -4,35 +4,16 @@
 #include <filesystem>
 #include <fstream>
 
-#include <unistd.h>
-
 #include "plm/config/emit.h"
 #include "plm/config/load.h"
 #include "plm/config/suggest.h"
 #include "plm/config/validate.h"
+#include "scratch.h"
 
 namespace fs = std::filesystem;
 using namespace plm::config;
 
 namespace {
-
-// A scratch folder with files written on demand; removed at the end of the test.
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    dir = fs::temp_directory_path() / ("plm_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path p = dir / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p) << text;
-    return p.string();
-  }
-  static inline int n = 0;
-};
 
 std::string error_of(const std::string& recipe, const std::vector<std::string>& overrides = {}) {
   try {

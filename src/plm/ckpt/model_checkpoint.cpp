@@ -1,0 +1,270 @@
+#include "plm/ckpt/model_checkpoint.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "plm/ckpt/safetensors.h"
+#include "plm/ckpt/torch_pickle.h"
+#include "plm/config/load.h"
+#include "plm/model/init.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace plm::ckpt {
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw CheckpointError("cannot read '" + p.string() + "'.");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+fs::path folder_of(const std::string& path) {
+  return fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+}
+
+DecoderLayout layout_of(const config::ModelArgs& args) {
+  const auto d = model::decoder_dims(args);
+  return {d.n_heads, d.n_kv_heads, d.head_dim, args.weight_tying};
+}
+
+// Whole-file tensors, native or HF names alike.
+NamedTensors read_file(const fs::path& p) {
+  const TensorMap m =
+      p.extension() == ".safetensors" ? read_safetensors(p.string()) : load_torch_state_dict(p.string());
+  return NamedTensors(m.begin(), m.end());
+}
+
+bool has_hf_names(const NamedTensors& t) {
+  for (const auto& [name, tensor] : t)
+    if (name.rfind("model.language_model.", 0) == 0 || name.rfind("model.vision_tower.", 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+config::ModelArgs model_args_from_hf_config(const std::string& text, const std::string& origin) {
+  json c;
+  try {
+    c = json::parse(text);
+  } catch (const json::exception& e) {
+    throw CheckpointError("'" + origin + "' is not valid JSON (" + e.what() + ").");
+  }
+  auto need = [&](const json& obj, const char* key) -> const json& {
+    if (!obj.contains(key))
+      throw CheckpointError("'" + origin + "' has no '" + key + "'; is it a PerceptionLM config?");
+    return obj.at(key);
+  };
+  const json& t = need(c, "text_config");
+  config::ModelArgs a;
+  a.dim = need(t, "hidden_size").get<int64_t>();
+  a.n_layers = need(t, "num_hidden_layers").get<int64_t>();
+  a.n_heads = need(t, "num_attention_heads").get<int64_t>();
+  a.n_kv_heads = t.value("num_key_value_heads", *a.n_heads);
+  if (t.contains("head_dim") && !t["head_dim"].is_null()) a.head_dim = t["head_dim"].get<int64_t>();
+  a.vocab_size = need(t, "vocab_size").get<int64_t>();
+  a.norm_eps = t.value("rms_norm_eps", 1e-5);
+  a.max_seqlen = t.value("max_position_embeddings", a.max_seqlen);
+  // PLM's FFN width is a formula; pick multiple_of so the formula lands on intermediate_size exactly.
+  const auto hidden = need(t, "intermediate_size").get<int64_t>();
+  const auto base = static_cast<int64_t>(2.0 * (4 * a.dim) / 3.0);
+  if (base <= hidden) {
+    a.ffn_dim_multiplier.reset();
+    a.multiple_of = hidden;
+  } else {
+    a.ffn_dim_multiplier = (static_cast<double>(hidden) + 0.5) / static_cast<double>(base);
+    a.multiple_of = 1;
+  }
+  const json rope = t.contains("rope_parameters") ? t["rope_parameters"] : t.value("rope_scaling", json());
+  a.rope_theta = rope.is_object() && rope.contains("rope_theta") ? rope["rope_theta"].get<double>()
+                                                                 : t.value("rope_theta", 10000.0);
+  if (rope.is_object() && rope.value("rope_type", std::string()) == "llama3") {
+    a.rope_scale_factor = static_cast<int64_t>(rope.value("factor", 1.0));
+    a.low_freq_factor = static_cast<int64_t>(rope.value("low_freq_factor", 1.0));
+    a.high_freq_factor = static_cast<int64_t>(rope.value("high_freq_factor", 4.0));
+    a.old_context_len = rope.value("original_max_position_embeddings", int64_t{8192});
+  }
+  a.weight_tying = c.value("tie_word_embeddings", t.value("tie_word_embeddings", false));
+  a.pooling_ratio = c.value("projector_pooling_ratio", int64_t{1});
+  if (c.contains("vision_config")) {
+    const json& vc = c["vision_config"];
+    const json& m = need(vc, "model_args");
+    const std::string arch = vc.value("architecture", std::string());
+    const bool gigantic = arch.find("gigantic") != std::string::npos;
+    config::VisionModelArgs v;
+    // The timm architectures the HF converter uses: PE-Core L/14 (1024 wide, 16 heads, CLS) and G/14 (1536, 16, none).
+    v.width = m.value("embed_dim", int64_t{gigantic ? 1536 : 1024});
+    v.layers = need(m, "depth").get<int64_t>();
+    v.heads = m.value("num_heads", int64_t{16});
+    v.mlp_ratio = m.value("mlp_ratio", gigantic ? 8960.0 / 1536.0 : 4.0);
+    v.patch_size = m.value("patch_size", int64_t{14});
+    const json size = m.value("img_size", json(448));
+    v.image_size = size.is_array() ? size[0].get<int64_t>() : size.get<int64_t>();
+    v.use_cls_token = c.value("vision_use_cls_token", !gigantic);
+    if (m.contains("init_values") && !m["init_values"].is_null()) v.ls_init_value = m["init_values"].get<double>();
+    v.use_ln_post = m.value("use_post_transformer_norm", false);
+    v.pool_type = "none";
+    a.vision_model = v;
+  }
+  return a;
+}
+
+config::ModelArgs read_model_args(const std::string& path) {
+  const fs::path dir = folder_of(path);
+  if (fs::exists(dir / "params.json")) {
+    const fs::path file = dir / "params.json";
+    // JSON is YAML: reuse the config loader (types, unknown keys) on the model section only.
+    YAML::Node root = YAML::Load(read_text(file));
+    config::Source source;
+    source.root["model"] = root["model"] ? root["model"] : root;
+    source.origin["model"] = file.string();
+    return config::load_source(std::move(source)).args.model;
+  }
+  if (fs::exists(dir / "config.json"))
+    return model_args_from_hf_config(read_text(dir / "config.json"), (dir / "config.json").string());
+  throw CheckpointError("no params.json (PLM) or config.json (Hugging Face) in '" + dir.string() +
+                        "': cannot tell the model's configuration.");
+}
+
+MappedTensors read_native_weights(const std::string& path, const config::ModelArgs& args) {
+  NamedTensors raw;
+  const fs::path p(path);
+  if (fs::is_directory(p)) {
+    if (fs::exists(p / "model.safetensors") || fs::exists(p / "model.safetensors.index.json")) {
+      const TensorMap m = read_safetensors_dir(p.string());
+      raw.assign(m.begin(), m.end());
+    } else if (fs::exists(p / "consolidated.safetensors")) {
+      raw = read_file(p / "consolidated.safetensors");
+    } else if (fs::exists(p / "consolidated.pth")) {
+      raw = read_file(p / "consolidated.pth");
+    } else {  // Meta-style parts, merged by name as PLM's load_consolidated_checkpoint does
+      std::vector<fs::path> parts;
+      for (const auto& e : fs::directory_iterator(p)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("consolidated.", 0) == 0 && e.path().extension() == ".pth") parts.push_back(e.path());
+      }
+      if (parts.empty())
+        throw CheckpointError("'" + p.string() +
+                              "' has no model.safetensors, consolidated.safetensors, consolidated.pth "
+                              "or consolidated.NN.pth: no weights to load.");
+      std::sort(parts.begin(), parts.end());
+      for (const auto& part : parts) {
+        const NamedTensors t = read_file(part);
+        raw.insert(raw.end(), t.begin(), t.end());
+      }
+    }
+  } else {
+    if (!fs::exists(p)) throw CheckpointError("checkpoint '" + path + "' does not exist.");
+    raw = read_file(p);
+  }
+  if (has_hf_names(raw)) return hf_to_native(raw, layout_of(args));
+  MappedTensors out;
+  for (auto& [name, tensor] : raw) {
+    if (name == "output.tied_module.weight" || (args.weight_tying && name == "output.weight"))
+      out.ignored.push_back({name, "duplicate of tok_embeddings.weight (tied output)"});
+    else if (name.rfind("rope_embeddings.", 0) == 0 || name == "rope.freqs")
+      out.ignored.push_back({name, "RoPE buffer, recomputed from the config"});
+    else
+      out.tensors.emplace_back(name, tensor);
+  }
+  return out;
+}
+
+std::string LoadReport::problems(size_t limit) const {
+  std::string out;
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    out += (out.empty() ? "" : "; ") + std::to_string(names.size()) + " " + what + ": ";
+    for (size_t i = 0; i < names.size() && i < limit; ++i) out += (i ? ", " : "") + names[i];
+    if (names.size() > limit) out += ", ...";
+  };
+  list("missing", missing);
+  list("mis-shaped", mismatched);
+  list("unexpected", unexpected);
+  return out;
+}
+
+LoadReport load_weights(model::PerceptionLMImpl& model, const MappedTensors& weights, bool strict,
+                        const std::string& origin) {
+  LoadReport r;
+  r.ignored = weights.ignored;
+  auto params = model.named_parameters();
+  std::map<std::string, const at::Tensor*> given;
+  for (const auto& [name, tensor] : weights.tensors) given[name] = &tensor;
+  at::NoGradGuard no_grad;
+  for (auto& p : params) {
+    const auto it = given.find(p.key());
+    if (it == given.end()) {
+      r.missing.push_back(p.key());
+      continue;
+    }
+    const at::Tensor& src = *it->second;
+    if (src.sizes() != p.value().sizes()) {
+      std::ostringstream s;
+      s << p.key() << ": checkpoint " << src.sizes() << " vs model " << p.value().sizes();
+      r.mismatched.push_back(s.str());
+    } else {
+      p.value().copy_(src);
+      r.loaded.push_back(p.key());
+    }
+    given.erase(it);
+  }
+  for (const auto& [name, tensor] : given) r.unexpected.push_back(name);
+  if (strict && (!r.missing.empty() || !r.mismatched.empty() || !r.unexpected.empty()))
+    throw CheckpointError("checkpoint '" + origin + "' does not fit the model: " + r.problems() + ".");
+  return r;
+}
+
+LoadReport init_from_checkpoints(model::PerceptionLMImpl& model, const config::CheckpointArgs& checkpoint) {
+  model::init_all(model);
+  LoadReport total;
+  auto merge = [&total](const LoadReport& r) {
+    total.loaded.insert(total.loaded.end(), r.loaded.begin(), r.loaded.end());
+    total.unexpected.insert(total.unexpected.end(), r.unexpected.begin(), r.unexpected.end());
+    total.mismatched.insert(total.mismatched.end(), r.mismatched.begin(), r.mismatched.end());
+    total.ignored.insert(total.ignored.end(), r.ignored.begin(), r.ignored.end());
+  };
+  std::set<std::string> loaded;
+  if (checkpoint.vision_model_path && model.vision_model) {
+    const auto& v = model.vision_model->args;
+    const NamedTensors raw = read_file(*checkpoint.vision_model_path);
+    MappedTensors pe = pe_checkpoint_to_native(raw, v.layers, v.use_ln_post);
+    for (auto& [name, tensor] : pe.tensors) {
+      if (name != "vision_model.positional_embedding") continue;
+      const int64_t cls = v.use_cls_token ? 1 : 0, want = v.image_size / v.patch_size;
+      const auto old_grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(tensor.size(0) - cls))));
+      if (old_grid != want && old_grid * old_grid + cls == tensor.size(0))
+        tensor = interpolate_pos_embed(tensor.to(at::kFloat), old_grid, want, cls == 1);
+    }
+    const LoadReport r = load_weights(model, pe, false, *checkpoint.vision_model_path);
+    merge(r);
+    loaded.insert(r.loaded.begin(), r.loaded.end());
+  }
+  if (checkpoint.init_ckpt_path) {
+    const LoadReport r = load_weights(model, read_native_weights(*checkpoint.init_ckpt_path, model.args), false,
+                                      *checkpoint.init_ckpt_path);
+    merge(r);
+    loaded.insert(r.loaded.begin(), r.loaded.end());
+  }
+  for (const auto& p : model.named_parameters())
+    if (!loaded.count(p.key())) total.missing.push_back(p.key());
+  return total;
+}
+
+model::PerceptionLM load_model(const std::string& path, LoadReport* report) {
+  const config::ModelArgs args = read_model_args(path);
+  model::PerceptionLM m(args);
+  const LoadReport r = load_weights(*m, read_native_weights(path, args), /*strict=*/true, path);
+  if (report) *report = r;
+  return m;
+}
+
+}  // namespace plm::ckpt

@@ -1,0 +1,62 @@
+#include "plm/model/decoder.h"
+
+#include "plm/ops/ops.h"
+
+namespace plm::model {
+
+DecoderDims decoder_dims(const config::ModelArgs& a) {
+  DecoderDims d{};
+  d.dim = a.dim;
+  d.n_layers = a.n_layers;
+  d.head_dim = a.head_dim ? *a.head_dim : a.dim / a.n_heads.value_or(1);
+  d.n_heads = a.n_heads ? *a.n_heads : a.dim / d.head_dim;
+  d.n_kv_heads = a.n_kv_heads.value_or(d.n_heads);
+  auto hidden = static_cast<int64_t>(2.0 * (4 * a.dim) / 3.0);
+  if (a.ffn_dim_multiplier) hidden = static_cast<int64_t>(*a.ffn_dim_multiplier * static_cast<double>(hidden));
+  d.hidden_dim = a.multiple_of * ((hidden + a.multiple_of - 1) / a.multiple_of);
+  d.vocab_size = a.vocab_size;
+  return d;
+}
+
+AttentionImpl::AttentionImpl(const DecoderDims& d, const at::TensorOptions& o)
+    : n_heads(d.n_heads), n_kv_heads(d.n_kv_heads), head_dim(d.head_dim) {
+  wq = register_module("wq", Linear(d.dim, d.n_heads * d.head_dim, false, o));
+  wk = register_module("wk", Linear(d.dim, d.n_kv_heads * d.head_dim, false, o));
+  wv = register_module("wv", Linear(d.dim, d.n_kv_heads * d.head_dim, false, o));
+  wo = register_module("wo", Linear(d.n_heads * d.head_dim, d.dim, false, o));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
+  const int64_t b = x.size(0), s = x.size(1);
+  // [B, S, H, hd]: feature index h * hd + d; the RoPE tables broadcast as [S, 1, hd/2].
+  const at::Tensor cos = rope.cos.slice(0, 0, s).unsqueeze(1), sin = rope.sin.slice(0, 0, s).unsqueeze(1);
+  const at::Tensor q = ops::rotate_pairs(wq->forward(x).view({b, s, n_heads, head_dim}), cos, sin);
+  const at::Tensor k = ops::rotate_pairs(wk->forward(x).view({b, s, n_kv_heads, head_dim}), cos, sin);
+  const at::Tensor v = wv->forward(x).view({b, s, n_kv_heads, head_dim});
+  const at::Tensor out = ops::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*causal=*/true);
+  return wo->forward(out.transpose(1, 2).reshape({b, s, n_heads * head_dim}));
+}
+
+FeedForwardImpl::FeedForwardImpl(const DecoderDims& d, const at::TensorOptions& o) {
+  w1 = register_module("w1", Linear(d.dim, d.hidden_dim, false, o));
+  w2 = register_module("w2", Linear(d.hidden_dim, d.dim, false, o));
+  w3 = register_module("w3", Linear(d.dim, d.hidden_dim, false, o));
+}
+
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x) const {
+  return w2->forward(at::silu(w1->forward(x)) * w3->forward(x));
+}
+
+TransformerBlockImpl::TransformerBlockImpl(const DecoderDims& d, double eps, const at::TensorOptions& o) {
+  attention = register_module("attention", Attention(d, o));
+  feed_forward = register_module("feed_forward", FeedForward(d, o));
+  attention_norm = register_module("attention_norm", RMSNorm(d.dim, eps, o));
+  ffn_norm = register_module("ffn_norm", RMSNorm(d.dim, eps, o));
+}
+
+at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
+  const at::Tensor h = x + attention->forward(attention_norm->forward(x), rope);
+  return h + feed_forward->forward(ffn_norm->forward(h));
+}
+
+}  // namespace plm::model

@@ -1,0 +1,33 @@
+#include "plm/model/layers.h"
+
+#include "plm/ops/ops.h"
+
+namespace plm::model {
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::TensorOptions& o) {
+  weight = register_parameter("weight", at::empty({out, in}, o));
+  if (with_bias) bias = register_parameter("bias", at::empty({out}, o));
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) const {
+  return at::linear(x, weight, bias);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim, const at::TensorOptions& o) {
+  weight = register_parameter("weight", at::empty({dim}, o));
+  bias = register_parameter("bias", at::empty({dim}, o));
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, 1e-5);
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const at::TensorOptions& o) : eps(eps_) {
+  weight = register_parameter("weight", at::empty({dim}, o));
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) const {
+  return ops::rms_norm(x, weight, eps);
+}
+
+}  // namespace plm::model

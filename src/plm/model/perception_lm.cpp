@@ -1,0 +1,85 @@
+#include "plm/model/perception_lm.h"
+
+#include "plm/ops/ops.h"
+
+namespace plm::model {
+
+PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorOptions& o)
+    : args(a), dims(decoder_dims(a)) {
+  const at::TensorOptions opts = o.has_dtype() ? o : o.dtype(at::kFloat);
+  tok_embeddings = register_module("tok_embeddings", std::make_shared<torch::nn::Module>())
+                       ->register_parameter("weight", at::empty({dims.vocab_size, dims.dim}, opts));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < dims.n_layers; ++i) layers->push_back(TransformerBlock(dims, a.norm_eps, opts));
+  norm = register_module("norm", RMSNorm(dims.dim, a.norm_eps, opts));
+  if (!a.weight_tying)
+    output = register_module("output", std::make_shared<torch::nn::Module>())
+                 ->register_parameter("weight", at::empty({dims.vocab_size, dims.dim}, opts));
+  if (a.vision_model) {
+    vision_model = register_module("vision_model", PerceptionEncoder(*a.vision_model, opts));
+    vision_projector =
+        register_module("vision_projector", Projector(a.vision_model->width, dims.dim, a.pooling_ratio, opts));
+  }
+  rope_frequencies = decoder_frequencies(a, dims.head_dim);
+}
+
+at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
+  const int64_t seqlen = in.tokens.size(1);
+  at::Tensor h = at::embedding(tok_embeddings, in.tokens);
+  if (in.images.defined() && vision_model) {
+    at::Tensor vision = vision_projector->forward(vision_model->forward(in.images.to(h.scalar_type())));
+    if (in.chunk_has_text.defined()) vision = vision.index({in.chunk_has_text.logical_not()});
+    const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
+    const int64_t slots = in.image_mask.sum().item<int64_t>();
+    TORCH_CHECK(slots == vectors.size(0), "the batch has ", slots,
+                " image-token positions but the vision tower produced ", vectors.size(0),
+                " vectors; each <|image|> run must match its media's tiles/frames x tokens per chunk");
+    h = h.index_put({in.image_mask}, vectors);
+  }
+  const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), seqlen);
+  for (const auto& layer : *layers) h = layer->as<TransformerBlockImpl>()->forward(h, rope);
+  return norm->forward(h);
+}
+
+at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
+  return at::linear(hidden(in), output_weight());
+}
+
+at::Tensor PerceptionLMImpl::loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const {
+  const at::Tensor h = hidden(in).index({loss_mask});
+  return ops::cross_entropy(at::linear(h, output_weight()), targets.index({loss_mask}));
+}
+
+void PerceptionLMImpl::apply_freezing() {
+  const bool training = is_training();
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    bool trainable = !args.freeze_language_model;
+    if (name.find("vision_model") != std::string::npos) trainable = !args.freeze_vision_model;
+    if (name.find("vision_projector") != std::string::npos) trainable = true;
+    p.value().set_requires_grad(training && trainable);
+  }
+}
+
+}  // namespace plm::model
+
+namespace plm::model {
+
+ParameterCounts count_parameters(const PerceptionLMImpl& model) {
+  ParameterCounts c;
+  for (const auto& p : model.named_parameters()) {
+    const int64_t n = p.value().numel();
+    const std::string& name = p.key();
+    if (name.rfind("vision_model.", 0) == 0)
+      c.vision += n;
+    else if (name.rfind("vision_projector.", 0) == 0)
+      c.projector += n;
+    else
+      c.decoder += n;
+    c.total += n;
+    if (p.value().requires_grad()) c.trainable += n;
+  }
+  return c;
+}
+
+}  // namespace plm::model

@@ -1,0 +1,71 @@
+// PLM: Perception Encoder -> projector -> vision features written over the <|image|> positions of a Llama 3 decoder
+// (plm-spec 1.1, 2). Parameter names are exactly those of PLM's consolidated.pth (spec 1.6), minus the
+// tied-embedding duplicate `output.tied_module.weight` (the checkpoint code writes and skips it).
+#pragma once
+
+#include <torch/nn/modules/container/modulelist.h>
+
+#include "plm/config/args.h"
+#include "plm/model/decoder.h"
+#include "plm/model/projector.h"
+#include "plm/model/vision.h"
+
+namespace plm::model {
+
+/// What the model reads for one batch.
+struct ModelInputs {
+  at::Tensor tokens;          // int64 [B, S]
+  at::Tensor images;          // float [N, 3, H, W], normalised; undefined for a text-only model or batch
+  at::Tensor image_mask;      // bool [B, S]: the positions that receive vision vectors, filled in row-major order
+  at::Tensor chunk_has_text;  // bool [N] (optional): chunks of text-only samples (dummy images), dropped after the
+                              // vision tower as PLM does
+};
+
+struct PerceptionLMImpl : torch::nn::Module {
+  /// Builds every parameter uninitialised with `options` (use the meta device to get shapes without memory);
+  /// model/init.h initialises them and ckpt/ loads them.
+  explicit PerceptionLMImpl(const config::ModelArgs& args, const at::TensorOptions& options = {});
+
+  /// Final-normed hidden states [B, S, dim]: embeddings, vision tokens stitched in, causal decoder, `norm`.
+  /// Throws c10::Error when the number of image positions differs from the number of vision vectors.
+  at::Tensor hidden(const ModelInputs& in) const;
+
+  /// Logits [B, S, vocab] (in the compute dtype).
+  at::Tensor forward(const ModelInputs& in) const;
+
+  /// PLM's training loss: fp32 cross-entropy of `targets` [B, S] at the positions where `loss_mask` [B, S] is true,
+  /// mean over those positions. Only those positions go through the output layer (same values, far less memory).
+  at::Tensor loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const;
+
+  /// The output layer: `output.weight`, or the token embedding when weights are tied.
+  const at::Tensor& output_weight() const { return output.defined() ? output : tok_embeddings; }
+
+  /// PLM's freezing (apps/plm/transformer.py train()): vision_model.* trains unless freeze_vision_model,
+  /// vision_projector.* always trains, everything else unless freeze_language_model.
+  void apply_freezing();
+
+  config::ModelArgs args;
+  DecoderDims dims;
+  at::Tensor tok_embeddings;  // "tok_embeddings.weight" [vocab, dim]
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  at::Tensor output;  // "output.weight" [vocab, dim]; undefined when tied
+  PerceptionEncoder vision_model{nullptr};
+  Projector vision_projector{nullptr};
+  at::Tensor rope_frequencies;  // fp32 [head_dim / 2], not a parameter
+};
+TORCH_MODULE(PerceptionLM);
+
+}  // namespace plm::model
+
+namespace plm::model {
+
+/// Parameter counts by part (tied weights counted once).
+struct ParameterCounts {
+  int64_t decoder = 0, vision = 0, projector = 0, total = 0, trainable = 0;
+};
+
+/// Counts `model`'s parameters; `trainable` follows requires_grad (call apply_freezing() in train mode first).
+ParameterCounts count_parameters(const PerceptionLMImpl& model);
+
+}  // namespace plm::model

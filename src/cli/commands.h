@@ -18,6 +18,9 @@ void add_config_command(CLI::App& app, int& exit_code);
 /// `plm text encode|decode --tokenizer PATH [--jsonl]`.
 void add_text_command(CLI::App& app, int& exit_code);
 
+/// `plm data check|preview RECIPE [key=value ...]`.
+void add_data_command(CLI::App& app, int& exit_code);
+
 /// `plm model info|forward`.
 void add_model_command(CLI::App& app, int& exit_code);
 

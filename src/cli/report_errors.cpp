@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/config/source.h"
+#include "plm/data/sample.h"
 #include "plm/text/conversation.h"
 #include "plm/text/tokenizer.h"
 
@@ -18,6 +19,8 @@ int report_errors(const std::function<int()>& command) {
   } catch (const text::TokenizerError& e) {
     std::cerr << e.what() << '\n';
   } catch (const text::ConversationError& e) {
+    std::cerr << e.what() << '\n';
+  } catch (const data::SampleError& e) {
     std::cerr << e.what() << '\n';
   } catch (const ckpt::CheckpointError& e) {
     std::cerr << e.what() << '\n';

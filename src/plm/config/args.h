@@ -155,6 +155,11 @@ struct DataArgs {
   std::optional<int64_t> seq_len;
   std::optional<int64_t> max_video_frames;
   bool show_first_batch = false;
+  // plm's additions to PLM's DataloadArgs:
+  std::string registry = "configs/datasets.yaml";  // the dataset registry (PLM hard-codes its own file)
+  bool pad_to_longest = false;  // pad batches to their longest sample instead of model.max_seqlen
+  bool strict = false;          // a sample that cannot be used stops the run instead of being skipped
+  int64_t prefetch_batches = 4; // batches decoded ahead of the trainer
 
   template <class V>
   void visit(V& v) {
@@ -172,6 +177,10 @@ struct DataArgs {
     v("seq_len", seq_len, "unused in PLM too: the sequence length comes from model.max_seqlen");
     v("max_video_frames", max_video_frames);
     v("show_first_batch", show_first_batch);
+    v("registry", registry);
+    v("pad_to_longest", pad_to_longest);
+    v("strict", strict);
+    v("prefetch_batches", prefetch_batches);
   }
 };
 

@@ -27,7 +27,7 @@ void merge_into(YAML::Node base, const YAML::Node& top, const std::string& prefi
   for (auto it = top.begin(); it != top.end(); ++it) {
     const std::string key = it->first.as<std::string>();
     const std::string path = join(prefix, key);
-    const YAML::Node& value = it->second;
+    const YAML::Node value = it->second;  // a copy: it->second is a proxy temporary
     const YAML::Node existing = static_cast<const YAML::Node&>(base)[key];
     const std::string where = file + ":" + std::to_string(it->first.Mark().line + 1);
     if (existing && existing.IsMap() && value.IsMap()) {

@@ -91,6 +91,7 @@ void check_data(const DataArgs& d, Checker& c) {
   if (d.max_video_frames) c.at_least<int64_t>(*d.max_video_frames, 1, "data.max_video_frames");
   if (d.vision_input_type) c.one_of(*d.vision_input_type, "data.vision_input_type", {"vanilla", "thumb+tile"});
   if (d.tokenizer_name) c.one_of(*d.tokenizer_name, "data.tokenizer_name", {"plmchat", "llama3"});
+  c.at_least<int64_t>(d.prefetch_batches, 1, "data.prefetch_batches");
   if (d.conversation_format) c.one_of(*d.conversation_format, "data.conversation_format", {"plm_sft", "warmup"});
 }
 

@@ -1,0 +1,161 @@
+#include <atomic>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "plm/ckpt/safetensors.h"
+#include "plm/common/log.h"
+#include "plm/config/load.h"
+#include "plm/data/pipeline.h"
+
+namespace plm::cli {
+namespace {
+
+struct DataOptions {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  bool json = false;
+  int64_t max_samples = 0;  // per dataset; 0 = all
+  int64_t n = 2;
+  std::string dump;
+};
+
+config::TrainArgs load_args(const DataOptions& o) {
+  const auto loaded = config::load_config(o.recipe, o.overrides);
+  return loaded.args;
+}
+
+struct DatasetReport {
+  int64_t rows = 0, usable = 0, truncated = 0, tokens = 0, loss_tokens = 0;
+  std::map<std::string, int64_t> skipped;
+};
+
+// Every row of every dataset through parsing and preprocessing, on all cores.
+int check(const DataOptions& o) {
+  const config::TrainArgs args = load_args(o);
+  const data::Pipeline p = data::make_pipeline(args);
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& entry : p.mix) {
+    const data::JsonlSource source(entry.dataset.annotation);
+    const int64_t rows = o.max_samples > 0 ? std::min(o.max_samples, source.size()) : source.size();
+    DatasetReport r;
+    r.rows = rows;
+    std::mutex mutex;
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+      for (int64_t i; (i = next++) < rows;) {
+        try {
+          const auto s = (*p.preprocess)(data::parse_sample(source.row(i)), entry.dataset.root_dir);
+          std::lock_guard<std::mutex> lock(mutex);
+          ++r.usable;
+          r.truncated += s.truncated;
+          r.tokens += static_cast<int64_t>(s.ids.size());
+          r.loss_tokens += static_cast<int64_t>(s.response_pos.size());
+        } catch (const data::SampleError& e) {
+          std::lock_guard<std::mutex> lock(mutex);
+          ++r.skipped[e.reason()];
+          if (r.skipped[e.reason()] == 1 && !o.json)  // the file:line only for the first of each reason
+            log::warn("{} ({}): {}: {}", entry.dataset.name, e.reason(), source.origin(i), e.what());
+        }
+      }
+    };
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
+    const double share = r.tokens ? static_cast<double>(r.loss_tokens) / static_cast<double>(r.tokens) : 0.0;
+    out[entry.dataset.name] = {{"rows", r.rows},           {"usable", r.usable},        {"skipped", r.skipped},
+                               {"truncated", r.truncated}, {"loss_token_share", share}, {"weight", entry.weight}};
+    if (!o.json) {
+      std::cout << entry.dataset.name << ": " << r.usable << " of " << r.rows << " samples usable, " << r.truncated
+                << " truncated, loss tokens " << static_cast<int>(share * 1000) / 10.0 << "% of tokens";
+      for (const auto& [reason, n] : r.skipped) std::cout << ", " << n << " " << reason;
+      std::cout << "\n";
+    }
+  }
+  if (o.json) std::cout << nlohmann::json{{"datasets", out}}.dump() << "\n";
+  return 0;
+}
+
+// A row of ids as text, with runs of <|image|> and padding shortened and loss targets in [[...]].
+std::string render(const text::Tokenizer& tok, const at::Tensor& ids, const at::Tensor& targets) {
+  const text::TokenId image = tok.special_id("<|image|>"), pad = tok.special_id("<|end_of_text|>");
+  std::string out;
+  const int64_t n = ids.size(0);
+  for (int64_t i = 0; i < n;) {
+    const auto id = static_cast<text::TokenId>(ids[i].item<int64_t>());
+    const bool target = i > 0 && targets[i - 1].item<bool>();
+    int64_t j = i + 1;
+    if (id == image || (id == pad && !target)) {
+      while (j < n && ids[j].item<int64_t>() == id && !(j > 0 && targets[j - 1].item<bool>())) ++j;
+      out += tok.decode({id}) + (j - i > 1 ? "x" + std::to_string(j - i) : "");
+    } else {
+      std::vector<text::TokenId> run{id};
+      while (j < n && (j > 0 && targets[j - 1].item<bool>()) == target && ids[j].item<int64_t>() != image &&
+             ids[j].item<int64_t>() != pad) {
+        run.push_back(static_cast<text::TokenId>(ids[j].item<int64_t>()));
+        ++j;
+      }
+      const std::string text = tok.decode(run);
+      out += target ? "[[" + text + "]]" : text;
+    }
+    i = j;
+  }
+  return out;
+}
+
+int preview(const DataOptions& o) {
+  const config::TrainArgs args = load_args(o);
+  const data::Pipeline p = data::make_pipeline(args);
+  auto loader = p.loader();
+  const data::Batch b = loader->next();
+  for (int64_t i = 0; i < std::min<int64_t>(o.n, b.input_ids.size(0)); ++i) {
+    // input_ids holds text[:-1]; the last token is the label after the last input position.
+    const at::Tensor ids = at::cat({b.input_ids[i], b.labels[i].slice(0, -1)});
+    const at::Tensor targets = at::cat({b.loss_mask[i], at::zeros({1}, at::kBool)});
+    std::cout << "--- sample " << i << " (" << b.media_type[i] << ", " << b.num_chunks[i] << " chunk(s))\n"
+              << render(*p.tokenizer, ids, targets) << "\n";
+  }
+  if (!o.dump.empty()) {
+    ckpt::TensorMap t;
+    t.insert("input_ids", b.input_ids);
+    t.insert("labels", b.labels);
+    t.insert("loss_mask", b.loss_mask);
+    t.insert("image_pos_index", b.image_pos_index);
+    t.insert("pixel_values", b.images);
+    t.insert("num_chunks", at::tensor(b.num_chunks, at::kLong));
+    std::string types;
+    for (const auto& m : b.media_type) types += (types.empty() ? "" : ",") + m;
+    ckpt::write_safetensors(t, o.dump, {{"media_type", types}});
+    std::cout << "first batch written to " << o.dump << "\n";
+  }
+  return 0;
+}
+
+void add_recipe(CLI::App* cmd, DataOptions& o) {
+  cmd->add_option("recipe", o.recipe, "recipe YAML")->required()->check(CLI::ExistingFile);
+  cmd->add_option("overrides", o.overrides, "key.path=value overrides");
+}
+
+}  // namespace
+
+void add_data_command(CLI::App& app, int& exit_code) {
+  auto* data = app.add_subcommand("data", "Check and preview a recipe's training data");
+  data->require_subcommand(1);
+  auto o = std::make_shared<DataOptions>();
+  auto* check_cmd = data->add_subcommand(
+      "check", "Read every sample of the datamix: usable, skipped per reason, truncated, share of loss tokens");
+  add_recipe(check_cmd, *o);
+  check_cmd->add_flag("--json", o->json, "one JSON object on stdout");
+  check_cmd->add_option("--max-samples", o->max_samples, "check at most this many rows per dataset");
+  check_cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return check(*o); }); });
+  auto* preview_cmd = data->add_subcommand("preview", "Decode the first batch; show samples with loss spans in [[ ]]");
+  add_recipe(preview_cmd, *o);
+  preview_cmd->add_option("--n", o->n, "samples to print");
+  preview_cmd->add_option("--dump", o->dump, "write the first batch to this .safetensors file");
+  preview_cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return preview(*o); }); });
+}
+
+}  // namespace plm::cli

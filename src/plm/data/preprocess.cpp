@@ -1,0 +1,109 @@
+#include "plm/data/preprocess.h"
+
+#include <filesystem>
+
+#include "plm/media/boxes.h"
+#include "plm/media/image.h"
+#include "plm/media/media_error.h"
+#include "plm/media/tiling.h"
+#include "plm/media/video.h"
+#include "plm/text/region.h"
+#include "plm/text/sample_tokens.h"
+
+namespace plm::data {
+namespace {
+
+std::string join(const std::string& root, const std::string& path) {
+  return root.empty() ? path : (std::filesystem::path(root) / path).string();
+}
+
+}  // namespace
+
+PreprocessOptions PreprocessOptions::from(const config::TrainArgs& a) {
+  PreprocessOptions o;
+  o.image_res = a.data.image_res.value_or(a.model.vision_model ? a.model.vision_model->image_size : 448);
+  o.max_num_tiles = a.data.max_num_tiles.value_or(1);
+  o.vision_input_type = a.data.vision_input_type.value_or("vanilla");
+  o.max_video_frames = a.data.max_video_frames.value_or(8);
+  o.patch_size = a.model.vision_model ? a.model.vision_model->patch_size : 14;
+  o.pooling_ratio = a.model.pooling_ratio;
+  o.seq_len = a.model.max_seqlen;
+  o.conversation_format = a.data.conversation_format.value_or("plm_sft");
+  return o;
+}
+
+Preprocessor::Preprocessor(std::shared_ptr<const text::Tokenizer> tokenizer, PreprocessOptions options)
+    : tokenizer_(std::move(tokenizer)),
+      options_(std::move(options)),
+      image_token_(tokenizer_->special_id("<|image|>")) {
+  if (image_token_ < 0) throw text::TokenizerError("the tokenizer has no <|image|> token, which PLM's templates need.");
+  text::ConversationFormat::named(options_.conversation_format);  // fail early on an unknown format
+}
+
+ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string& root_dir) const {
+  const int64_t s = options_.image_res;
+  std::vector<text::Turn> turns = sample.conversations;
+  if (!sample.bbox.empty()) {
+    std::vector<std::string> boxes;
+    for (const auto& b : sample.bbox) boxes.push_back(text::format_bbox(b, *sample.width, *sample.height));
+    try {
+      for (auto& t : turns) t.value = text::substitute_regions(t.value, boxes);
+    } catch (const std::out_of_range& e) {
+      throw SampleError("bbox_error", e.what());
+    }
+  }
+  ProcessedSample out;
+  text::MediaType media_type = text::MediaType::text;
+  try {
+    if (!sample.images.empty()) {
+      std::vector<at::Tensor> chunks;
+      for (const auto& path : sample.images) {
+        const at::Tensor rgb = media::load_image_rgb(join(root_dir, path));
+        if (sample.images.size() > 1 || options_.vision_input_type == "vanilla")
+          chunks.push_back(media::vanilla(rgb, s).pixels);
+        else
+          chunks.push_back(media::thumb_and_tiles(rgb, options_.max_num_tiles, s).pixels);
+      }
+      out.media = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
+      media_type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
+      out.media_type = sample.images.size() > 1 ? "multi_image" : "image";
+    } else if (sample.video) {
+      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video), sample.start_time, sample.end_time,
+                                                   options_.max_video_frames);
+      if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
+      out.media = media::video_pixels(clip, s);
+      media_type = text::MediaType::video;
+      out.media_type = "video";
+    } else {
+      out.media = at::ones({1, 3, s, s});  // PLM's placeholder: runs through the vision tower, then dropped
+      out.media_type = "text";
+    }
+  } catch (const media::MediaError& e) {
+    throw MediaSampleError(e.reason(), e.what());
+  }
+  const int64_t side = s / options_.patch_size / options_.pooling_ratio;
+  const int64_t tokens_per_chunk = media_type == text::MediaType::text ? 0 : side * side;
+  const int64_t chunks = media_type == text::MediaType::text ? 0 : out.media.size(0);
+  std::vector<text::DialogRound> dialog;
+  try {
+    dialog = text::build_dialog(text::ConversationFormat::named(options_.conversation_format), std::move(turns), chunks,
+                                tokens_per_chunk, media_type);
+  } catch (const text::ConversationError& e) {
+    const std::string what = e.what();
+    throw SampleError(what.find("no human turn") != std::string::npos ? "no_answer" : "role_error", what);
+  }
+  text::SampleTokens tokens = text::tokenize_dialog(*tokenizer_, dialog, options_.seq_len, image_token_);
+  if (!tokens.rejected.empty()) throw SampleError("too_long", "the sample is rejected: " + tokens.rejected);
+  if (static_cast<int64_t>(tokens.image_pos.size()) != chunks * tokens_per_chunk)
+    throw SampleError("image_tag_mismatch", "the sample has " + std::to_string(tokens.image_pos.size()) +
+                                                " image tokens for " + std::to_string(chunks) + " chunks of " +
+                                                std::to_string(tokens_per_chunk) +
+                                                " (multi-image samples need one <image> tag per image).");
+  out.ids = std::move(tokens.ids);
+  out.response_pos = std::move(tokens.response_pos);
+  out.image_pos = std::move(tokens.image_pos);
+  out.truncated = tokens.truncated;
+  return out;
+}
+
+}  // namespace plm::data

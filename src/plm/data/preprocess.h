@@ -1,0 +1,63 @@
+// One sample from its JSON fields to token ids, loss positions and pixels (PLM's VisionPreprocessor and
+// PLMTokenizer.__call__, plm-spec 2, 3.3, 4.1, 4.4, 4.5).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+
+#include "plm/config/args.h"
+#include "plm/data/sample.h"
+#include "plm/text/tokenizer.h"
+
+namespace plm::data {
+
+/// A sample whose media could not be used; what() names the media file (so it can be logged once per file).
+struct MediaSampleError : SampleError {
+  using SampleError::SampleError;
+};
+
+/// The settings preprocessing reads, gathered from the run's config as PLM does (the patch size comes from
+/// model.vision_model, the sequence length from model.max_seqlen; data.patch_size/seq_len are unused).
+struct PreprocessOptions {
+  int64_t image_res = 448;
+  int64_t max_num_tiles = 1;
+  std::string vision_input_type = "vanilla";  // or "thumb+tile"
+  int64_t max_video_frames = 8;
+  int64_t patch_size = 14;
+  int64_t pooling_ratio = 1;
+  int64_t seq_len = 1024;
+  std::string conversation_format = "plm_sft";
+
+  static PreprocessOptions from(const config::TrainArgs& args);
+};
+
+/// A sample ready for collation.
+struct ProcessedSample {
+  std::vector<text::TokenId> ids;
+  std::vector<int64_t> response_pos;  // indices into ids that are loss targets
+  std::vector<int64_t> image_pos;     // indices into ids holding <|image|>
+  at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
+  std::string media_type;             // "image", "multi_image", "video" or "text"
+  bool truncated = false;
+};
+
+class Preprocessor {
+ public:
+  /// `tokenizer` must have "<|image|>" (PLM's templates write it); throws TokenizerError otherwise.
+  Preprocessor(std::shared_ptr<const text::Tokenizer> tokenizer, PreprocessOptions options);
+
+  /// Media paths are joined onto `root_dir` (an absolute path stays as it is, as Python's os.path.join).
+  /// Throws SampleError (with media errors' reasons passed through) when the sample cannot be used.
+  ProcessedSample operator()(const Sample& sample, const std::string& root_dir) const;
+
+  const PreprocessOptions& options() const { return options_; }
+  const text::Tokenizer& tokenizer() const { return *tokenizer_; }
+
+ private:
+  std::shared_ptr<const text::Tokenizer> tokenizer_;
+  PreprocessOptions options_;
+  text::TokenId image_token_;
+};
+
+}  // namespace plm::data

@@ -1,0 +1,36 @@
+// One line of a PLM JSONL dataset (plm-spec 4.1), parsed and checked, before any media is read.
+#pragma once
+
+#include <array>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plm/common/reasoned_error.h"
+#include "plm/text/conversation.h"
+
+namespace plm::data {
+
+/// A sample that cannot be used. The reason keys the loader counts by: "bad_encoding", "bad_json", "bad_schema",
+/// "role_error", "no_answer", "too_long", "image_tag_mismatch", "bbox_error", plus media::MediaError's reasons.
+struct SampleError : ReasonedError {
+  using ReasonedError::ReasonedError;
+};
+
+/// The fields PLM reads. Paths are as written in the file (relative to the dataset's root_dir).
+struct Sample {
+  std::vector<text::Turn> conversations;  // from "conversations", or [human "", assistant text] for "text"
+  std::vector<std::string> images;        // "image": one path, or several (multi-image)
+  std::optional<std::string> video;       // "video"
+  std::optional<double> start_time, end_time;
+  std::map<int64_t, std::array<double, 4>> bbox_map;  // frame index -> [x1, y1, x2, y2] pixels (video regions)
+  std::vector<std::array<double, 4>> bbox;            // [x, y, w, h] pixels, referenced as <|bboxK|> (image regions)
+  std::optional<double> width, height;                // required with bbox
+};
+
+/// Parses one JSON line. Non-string assistant values become Python's str() of them (PLM calls str(value)); a human
+/// value must be a string. Throws SampleError, whose message the caller prefixes with the row's file:line.
+Sample parse_sample(const std::string& line);
+
+}  // namespace plm::data

@@ -1,0 +1,89 @@
+#include "plm/train/adamw.h"
+
+#include <cmath>
+#include <map>
+#include <stdexcept>
+
+namespace plm::train {
+
+AdamW::AdamW(NamedTensors params, const config::OptimArgs& optim, bool decay_norms_and_biases)
+    : params_(std::move(params)), slots_(params_.size()), optim_(optim) {
+  for (size_t i = 0; i < params_.size(); ++i) slots_[i].decay = decay_norms_and_biases || params_[i].second.dim() > 1;
+}
+
+void AdamW::step(double lr) {
+  at::NoGradGuard no_grad;
+  const double b1 = optim_.beta1, b2 = optim_.beta2;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i].second;
+    const at::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    Slot& s = slots_[i];
+    if (!s.exp_avg.defined()) {
+      s.exp_avg = at::zeros(p.sizes(), p.options().dtype(at::kFloat));
+      s.exp_avg_sq = at::zeros(p.sizes(), p.options().dtype(at::kFloat));
+    }
+    TORCH_CHECK(p.scalar_type() == at::kFloat, "AdamW updates fp32 master weights; '", params_[i].first, "' is ",
+                p.scalar_type());
+    const at::Tensor g = grad.to(at::kFloat);
+    at::Tensor& master = p;
+    ++s.step;
+    if (s.decay) master.mul_(1 - lr * optim_.weight_decay);
+    s.exp_avg.lerp_(g, 1 - b1);
+    s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
+    const double bias1 = 1 - std::pow(b1, static_cast<double>(s.step));
+    const double bias2_sqrt = std::sqrt(1 - std::pow(b2, static_cast<double>(s.step)));
+    const at::Tensor denom = (s.exp_avg_sq.sqrt() / bias2_sqrt).add_(optim_.epsilon);
+    master.addcdiv_(s.exp_avg, denom, -lr / bias1);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) p.mutable_grad() = at::Tensor();
+}
+
+NamedTensors AdamW::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (!s.exp_avg.defined()) continue;
+    const std::string& name = params_[i].first;
+    out.emplace_back(name + ".exp_avg", s.exp_avg);
+    out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq);
+    out.emplace_back(name + ".step", at::scalar_tensor(static_cast<double>(s.step), at::kFloat));
+  }
+  return out;
+}
+
+void AdamW::load_state(const NamedTensors& state) {
+  std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].first;
+    const auto m = by_name.find(name + ".exp_avg"), v = by_name.find(name + ".exp_avg_sq"),
+               st = by_name.find(name + ".step");
+    if (m == by_name.end() || v == by_name.end() || st == by_name.end()) continue;
+    if (m->second.sizes() != params_[i].second.sizes() || v->second.sizes() != params_[i].second.sizes())
+      throw std::invalid_argument("optimizer state of '" + name + "' does not match the parameter's shape");
+    Slot& s = slots_[i];
+    s.exp_avg = m->second.to(at::kFloat).clone();
+    s.exp_avg_sq = v->second.to(at::kFloat).clone();
+    s.step = static_cast<int64_t>(st->second.item<double>());
+  }
+}
+
+double clip_grad_norm(const NamedTensors& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const auto& [name, p] : params)
+    if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad().to(at::kFloat), 2));
+  if (norms.empty()) return 0.0;
+  const at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
+  if (max_norm > 0) {
+    const at::Tensor coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+    for (const auto& [name, p] : params)
+      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
+  }
+  return total.item<double>();
+}
+
+}  // namespace plm::train

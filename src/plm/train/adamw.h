@@ -1,0 +1,57 @@
+// AdamW as PLM configures it (plm-spec 5.3): torch.optim.AdamW with one parameter group, betas (beta1, beta2),
+// eps, and decoupled weight decay p <- p (1 - lr wd) on every trainable parameter, norms, biases, LayerScale and
+// embeddings included (optionally excluding norms and biases). It updates fp32 master weights with fp32 state; the
+// trainer keeps any bf16 compute copies.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plm/config/args.h"
+
+namespace plm::train {
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+class AdamW {
+ public:
+  /// `params`: (name, fp32 parameter) pairs; those without a gradient at step() are left alone.
+  /// `decay_norms_and_biases` false exempts 1-D parameters (norm weights, biases, LayerScale gammas) from decay.
+  AdamW(NamedTensors params, const config::OptimArgs& optim, bool decay_norms_and_biases = true);
+
+  /// One update at learning rate `lr` of every parameter that has a gradient: step += 1, p *= 1 - lr wd,
+  /// m = lerp(m, g, 1 - beta1), v = beta2 v + (1 - beta2) g^2, p -= lr / (1 - beta1^step) m / (sqrt(v) /
+  /// sqrt(1 - beta2^step) + eps), in torch.optim.AdamW's order of operations.
+  void step(double lr);
+
+  /// Drops every gradient (sets it undefined).
+  void zero_grad();
+
+  /// The optimizer state for checkpoints: "<name>.exp_avg", "<name>.exp_avg_sq" (fp32) and "<name>.step"
+  /// (a 0-d fp32 tensor, as PyTorch stores it), for every parameter updated at least once.
+  NamedTensors state() const;
+
+  /// Restores state(); throws std::invalid_argument naming a tensor whose shape does not match.
+  void load_state(const NamedTensors& state);
+
+  const NamedTensors& params() const { return params_; }
+
+ private:
+  struct Slot {
+    int64_t step = 0;
+    at::Tensor exp_avg, exp_avg_sq;
+    bool decay = true;
+  };
+  NamedTensors params_;
+  std::vector<Slot> slots_;
+  config::OptimArgs optim_;
+};
+
+/// torch.nn.utils.clip_grad_norm_: the global L2 norm of all gradients (fp32, norm of the per-tensor norms); every
+/// gradient is multiplied by min(1, max_norm / (norm + 1e-6)) when max_norm > 0. Returns the norm before clipping.
+double clip_grad_norm(const NamedTensors& params, double max_norm);
+
+}  // namespace plm::train

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `plm data check|preview` end to end on a small generated dataset (images, a video, text, broken rows).
+# Usage: tests/e2e/cli_data.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+[ -x "$PY" ] || { echo "FAIL: $PY missing: run scripts/setup.sh"; exit 1; }
+
+cd "$tmp"
+mkdir media
+"$PY" -c "
+from PIL import Image; import numpy as np
+r = np.random.default_rng(1)
+for i in range(3): Image.fromarray(r.integers(0, 255, (50 + 10 * i, 70, 3), dtype=np.uint8)).save(f'media/img{i}.jpg')
+" || fail "could not make images"
+ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=64x48:rate=8:duration=2 -pix_fmt yuv420p media/clip.mp4 || fail "ffmpeg"
+cat > train.jsonl <<'JSONL'
+{"image": "img0.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "assistant", "value": "Noise."}]}
+{"image": ["img1.jpg", "img2.jpg"], "conversations": [{"from": "human", "value": "<image> or <image>?"}, {"from": "assistant", "value": "Both."}]}
+{"video": "clip.mp4", "conversations": [{"from": "human", "value": "Describe."}, {"from": "assistant", "value": "Colour bars."}]}
+{"text": "A caption without any image."}
+{"image": "nowhere.jpg", "text": "missing"}
+{broken json
+JSONL
+cat > datasets.yaml <<YAML
+demo:
+  annotation: $tmp/train.jsonl
+  root_dir: $tmp/media
+YAML
+cat > recipe.yaml <<YAML
+include: $ROOT/configs/models/tiny.yaml
+name: data_e2e
+dump_dir: $tmp/dump
+model:
+  pooling_ratio: 1
+data:
+  datamix: demo:1
+  registry: $tmp/datasets.yaml
+  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
+  batch_size: 4
+  num_workers: 2
+  image_res: 28
+  max_num_tiles: 4
+  vision_input_type: thumb+tile
+  max_video_frames: 4
+  conversation_format: plm_sft
+YAML
+sed -i 's/image_size: 56/image_size: 28/' recipe.yaml
+
+out="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 --json)" || fail "data check exited $?"
+"$PY" - "$out" <<'PYCHECK' || fail "data check report: $out"
+import json, sys
+d = json.loads(sys.argv[1])["datasets"]["demo"]
+assert d["rows"] == 6 and d["usable"] == 4, d
+assert d["skipped"] == {"bad_json": 1, "missing_file": 1}, d
+assert 0 < d["loss_token_share"] < 1, d
+PYCHECK
+"$PLM" data check recipe.yaml model.vision_model.image_size=28 >/dev/null 2>&1 || fail "text report failed"
+out="$("$PLM" data preview recipe.yaml model.vision_model.image_size=28 --n 4 --dump first.safetensors 2>/dev/null)" ||
+  fail "data preview exited $?"
+grep -q '\[\[' <<<"$out" || fail "preview does not mark loss spans: $out"
+grep -q '<|image|>x' <<<"$out" || fail "preview does not shorten image runs: $out"
+"$PY" -c "
+from safetensors import safe_open
+with safe_open('first.safetensors', 'pt') as f:
+    keys = set(f.keys()); meta = f.metadata()
+    assert {'input_ids', 'labels', 'loss_mask', 'image_pos_index', 'pixel_values', 'num_chunks'} <= keys, keys
+    assert f.get_tensor('input_ids').shape[0] == 4
+    assert len(meta['media_type'].split(',')) == 4, meta
+" || fail "the dumped batch is incomplete"
+# a missing annotation file is fatal (exit non-zero), naming it
+sed -i "s|$tmp/train.jsonl|$tmp/absent.jsonl|" datasets.yaml
+err="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 2>&1 >/dev/null)" && fail "a missing annotation passed"
+grep -q "absent.jsonl" <<<"$err" || fail "the missing annotation is not named: $err"
+
+if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
+echo "all data CLI checks passed"

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/common/log.h"
+#include "plm/common/runtime.h"
 #include "plm/config/load.h"
 #include "plm/data/pipeline.h"
 
@@ -23,8 +24,11 @@ struct DataOptions {
   std::string dump;
 };
 
+// Loads the recipe and sets up the process as every computing command does (threads, start-up facts on stderr).
 config::TrainArgs load_args(const DataOptions& o) {
   const auto loaded = config::load_config(o.recipe, o.overrides);
+  runtime::configure_threads();
+  runtime::log_summary();
   return loaded.args;
 }
 

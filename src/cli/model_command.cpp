@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "plm/ckpt/model_checkpoint.h"
+#include "plm/common/runtime.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/config/load.h"
 #include "plm/model/perception_lm.h"
@@ -60,6 +61,8 @@ int info(const ModelOptions& o) {
 // parameter's gradient) to another: the tool for comparing against another implementation.
 int forward(const ModelOptions& o) {
   {
+    runtime::configure_threads();
+    runtime::log_summary();
     ckpt::LoadReport report;
     model::PerceptionLM m = ckpt::load_model(o.ckpt, &report);
     m->eval();

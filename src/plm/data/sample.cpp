@@ -28,11 +28,8 @@ std::string python_str(const json& v) {
     const bool sci = mag != 0 && (mag < 1e-4 || mag >= 1e16);
     auto [end, ec] = sci ? std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::scientific)
                          : std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::fixed);
-    std::string s(buf, end);
-    if (sci) {  // C++ writes 1e-05 as "1e-05" already; Python pads the exponent to 2 digits the same way
-      return s;
-    }
-    if (s.find('.') == std::string::npos) s += ".0";
+    std::string s(buf, end);  // scientific: "1e-05", as Python writes it
+    if (!sci && s.find('.') == std::string::npos) s += ".0";
     return s;
   }
   throw std::invalid_argument("not a scalar");

@@ -24,4 +24,13 @@ void add_data_command(CLI::App& app, int& exit_code);
 /// `plm model info|forward`.
 void add_model_command(CLI::App& app, int& exit_code);
 
+/// `plm train RECIPE [key=value ...]` and `plm consolidate STEP_DIR`.
+void add_train_command(CLI::App& app, int& exit_code);
+
+/// `plm generate --ckpt PATH --question TEXT [...]`.
+void add_generate_command(CLI::App& app, int& exit_code);
+
+/// `plm eval ...`.
+void add_eval_command(CLI::App& app, int& exit_code);
+
 }  // namespace plm::cli

@@ -21,6 +21,9 @@ int main(int argc, char** argv) {
   plm::cli::add_text_command(app, exit_code);
   plm::cli::add_model_command(app, exit_code);
   plm::cli::add_data_command(app, exit_code);
+  plm::cli::add_train_command(app, exit_code);
+  plm::cli::add_generate_command(app, exit_code);
+  plm::cli::add_eval_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -23,8 +23,7 @@ PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorO
   rope_frequencies = decoder_frequencies(a, dims.head_dim);
 }
 
-at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
-  const int64_t seqlen = in.tokens.size(1);
+at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
   at::Tensor h = at::embedding(tok_embeddings, in.tokens);
   if (in.images.defined() && vision_model) {
     at::Tensor vision = vision_projector->forward(vision_model->forward(in.images.to(h.scalar_type())));
@@ -36,6 +35,12 @@ at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
                 " vectors; each <|image|> run must match its media's tiles/frames x tokens per chunk");
     h = h.index_put({in.image_mask}, vectors);
   }
+  return h;
+}
+
+at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
+  at::Tensor h = embed(in);
+  const int64_t seqlen = h.size(1);
   const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), seqlen);
   for (const auto& layer : *layers) h = layer->as<TransformerBlockImpl>()->forward(h, rope);
   return norm->forward(h);

@@ -26,6 +26,11 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// model/init.h initialises them and ckpt/ loads them.
   explicit PerceptionLMImpl(const config::ModelArgs& args, const at::TensorOptions& options = {});
 
+  /// The decoder's input [B, S, dim]: token embeddings with the projected vision vectors written over the
+  /// positions of `image_mask` (row-major). Throws c10::Error when the number of image positions differs from the
+  /// number of vision vectors.
+  at::Tensor embed(const ModelInputs& in) const;
+
   /// Final-normed hidden states [B, S, dim]: embeddings, vision tokens stitched in, causal decoder, `norm`.
   /// Throws c10::Error when the number of image positions differs from the number of vision vectors.
   at::Tensor hidden(const ModelInputs& in) const;

@@ -8,7 +8,8 @@
 
 namespace plm::cli {
 
-/// Runs a command; an error the user caused (bad config, tokenizer or checkpoint file, inputs) is printed as its
+/// Runs a command; an error the user caused (bad config, tokenizer, checkpoint or media file, inputs: the library's
+/// error types and every ReasonedError) is printed as its
 /// one-sentence message on stderr and gives exit code 2 instead of an abort.
 int report_errors(const std::function<int()>& command);
 
@@ -32,5 +33,6 @@ void add_generate_command(CLI::App& app, int& exit_code);
 
 /// `plm eval ...`.
 void add_eval_command(CLI::App& app, int& exit_code);
+
 
 }  // namespace plm::cli

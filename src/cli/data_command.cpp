@@ -11,6 +11,8 @@
 #include "plm/common/runtime.h"
 #include "plm/config/load.h"
 #include "plm/data/pipeline.h"
+#include "plm/demo/demo_error.h"
+#include "plm/demo/make_demo.h"
 
 namespace plm::cli {
 namespace {
@@ -138,6 +140,29 @@ int preview(const DataOptions& o) {
   return 0;
 }
 
+// Writes the demo dataset and prints samples per task and split, chance levels and the time taken.
+int run_make_demo(const demo::MakeDemoOptions& o) {
+  demo::MakeDemoSummary s;
+  try {
+    s = demo::make_demo(o);
+  } catch (const demo::DemoError& e) {
+    std::cerr << e.what() << '\n';
+    return 2;
+  }
+  std::array<int64_t, 3> total{};
+  std::cout << fmt::format("{:<18} {:<12} {:<8} {:>6} {:>5} {:>5} {:>7}\n", "task", "media", "answer", "train", "val",
+                           "test", "chance");
+  for (const auto& t : s.tasks) {
+    std::cout << fmt::format("{:<18} {:<12} {:<8} {:>6} {:>5} {:>5} {:>7.3f}\n", t.name, t.media, t.answer_type,
+                             t.samples[0], t.samples[1], t.samples[2], t.chance);
+    for (size_t i = 0; i < 3; ++i) total[i] += t.samples[i];
+  }
+  std::cout << fmt::format("{:<40} {:>6} {:>5} {:>5}\n", "total", total[0], total[1], total[2])
+            << "tokenizer: " << s.vocab_size << " pieces; registry: " << s.out << "/datasets.yaml; "
+            << fmt::format("{:.1f}", s.seconds) << " s\n";
+  return 0;
+}
+
 void add_recipe(CLI::App* cmd, DataOptions& o) {
   cmd->add_option("recipe", o.recipe, "recipe YAML")->required()->check(CLI::ExistingFile);
   cmd->add_option("overrides", o.overrides, "key.path=value overrides");
@@ -160,6 +185,14 @@ void add_data_command(CLI::App& app, int& exit_code) {
   preview_cmd->add_option("--n", o->n, "samples to print");
   preview_cmd->add_option("--dump", o->dump, "write the first batch to this .safetensors file");
   preview_cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return preview(*o); }); });
+  auto demo_options = std::make_shared<demo::MakeDemoOptions>();
+  auto* demo_cmd = data->add_subcommand(
+      "make-demo", "Write the synthetic demo dataset (docs/demo.md): splits, media, registry, tasks.json, tokenizer");
+  demo_cmd->add_option("--out", demo_options->out, "output folder")->required();
+  demo_cmd->add_option("--seed", demo_options->seed, "random seed (same seed: byte-identical files)");
+  demo_cmd->add_option("--scale", demo_options->scale, "multiplies every split's sample count")
+      ->check(CLI::PositiveNumber);
+  demo_cmd->callback([demo_options, &exit_code] { exit_code = run_make_demo(*demo_options); });
 }
 
 }  // namespace plm::cli

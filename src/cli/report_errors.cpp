@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "plm/ckpt/safetensors.h"
+#include "plm/common/reasoned_error.h"
 #include "plm/config/source.h"
 #include "plm/data/sample.h"
 #include "plm/text/conversation.h"
@@ -23,6 +24,8 @@ int report_errors(const std::function<int()>& command) {
   } catch (const data::SampleError& e) {
     std::cerr << e.what() << '\n';
   } catch (const ckpt::CheckpointError& e) {
+    std::cerr << e.what() << '\n';
+  } catch (const ReasonedError& e) {  // media, sample, generation errors: one sentence with a reason
     std::cerr << e.what() << '\n';
   } catch (const c10::Error& e) {  // a shape or value the model refuses (TORCH_CHECK)
     std::cerr << e.what_without_backtrace() << '\n';

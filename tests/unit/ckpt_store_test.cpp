@@ -1,1 +1,324 @@
-#include <catch2/catch.hpp>
+// Training checkpoints on disk: save/load, damage detection, retention, consolidation (train/checkpoint_store.h).
+#include "torch_catch.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "plm/ckpt/model_checkpoint.h"
+#include "plm/ckpt/torch_pickle.h"
+#include "plm/common/log.h"
+#include "plm/config/emit.h"
+#include "plm/config/load.h"
+#include "plm/model/init.h"
+#include "plm/train/checkpoint_store.h"
+#include "scratch.h"
+
+namespace fs = std::filesystem;
+using namespace plm;
+
+namespace {
+
+// Same dtype, shape and bytes (NaN payloads included).
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const at::Tensor x = a.contiguous(), y = b.contiguous();
+  return std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+}
+
+bool same_maps(const ckpt::TensorMap& a, const ckpt::TensorMap& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a)
+    if (!b.contains(name) || !same_bits(t, b.at(name))) return false;
+  return true;
+}
+
+train::CheckpointContents contents(double seed) {
+  train::CheckpointContents c;
+  at::Tensor w = at::randn({3, 4}) + seed;
+  w[0][0] = std::numeric_limits<float>::quiet_NaN();
+  c.model.insert("w", w);
+  c.model.insert("w_bf16", (at::randn({5}) + seed).to(at::kBFloat16));
+  c.model.insert("ids", at::arange(4, at::kLong).reshape({2, 2}) + static_cast<int64_t>(seed));
+  c.model.insert("scale", at::scalar_tensor(seed));
+  c.optimizer.insert("w.exp_avg", at::randn({3, 4}));
+  c.optimizer.insert("w.exp_avg_sq", at::rand({3, 4}));
+  c.optimizer.insert("w.step", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
+  c.extra.insert("rng", at::randint(0, 255, {16}, at::kByte));
+  c.extra.insert("flags", at::arange(5) % 2 == 0);
+  c.params_json = R"({"name": "t", "steps": 10})";
+  c.train_state_json = R"({"step": )" + std::to_string(static_cast<int64_t>(seed)) + "}";
+  return c;
+}
+
+std::string slurp(const fs::path& p) {
+  log::flush();
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Sends log lines to a file for the test's lifetime.
+struct LogCapture {
+  fs::path file;
+  explicit LogCapture(const Scratch& s) : file(s.path("log.txt")) { log::init({0, "INFO", file.string(), true}); }
+  ~LogCapture() { log::init({0, "INFO", "", true}); }
+  std::string text() const { return slurp(file); }
+};
+
+std::set<int64_t> steps_in(const fs::path& root) {
+  std::set<int64_t> out;
+  for (const auto& e : fs::directory_iterator(root)) out.insert(std::stoll(e.path().filename().string()));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("save then load gives every tensor and text back bit-exactly, in a step folder with a manifest") {
+  Scratch s("plm_store");
+  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const auto c = contents(500);
+  const std::string dir = store.save(500, c);
+  CHECK(dir == s.path("ckpt/0000000500"));
+  CHECK(dir == store.step_dir(500));
+  for (const char* f : {"model.safetensors", "optimizer.safetensors", "extra.safetensors", "params.json",
+                        "train_state.json", "manifest.json"})
+    CHECK(fs::exists(fs::path(dir) / f));
+  CHECK(steps_in(s.path("ckpt")) == std::set<int64_t>{500});  // no temporary folder left
+  train::CheckpointStore::verify(dir);
+  const auto back = train::CheckpointStore::load(dir);
+  CHECK(same_maps(c.model, back.model));
+  CHECK(same_maps(c.optimizer, back.optimizer));
+  CHECK(same_maps(c.extra, back.extra));
+  CHECK(back.model.at("scale").dim() == 0);
+  CHECK(back.params_json == c.params_json);
+  CHECK(back.train_state_json == c.train_state_json);
+  CHECK(store.newest_complete() == dir);
+
+  auto no_extra = contents(600);
+  no_extra.extra = {};
+  const std::string dir2 = store.save(600, no_extra);
+  CHECK_FALSE(fs::exists(fs::path(dir2) / "extra.safetensors"));
+  CHECK(train::CheckpointStore::load(dir2).extra.empty());
+  CHECK(store.newest_complete() == dir2);
+}
+
+TEST_CASE("newest_complete passes over a damaged newer folder and says which file and why") {
+  struct Damage {
+    const char* what;
+    std::function<void(const fs::path&)> apply;
+    const char* file;    // named in the warning
+    const char* reason;  // said in the warning
+  };
+  const std::vector<Damage> damages = {
+      {"truncated shard",
+       [](const fs::path& d) { fs::resize_file(d / "model.safetensors", fs::file_size(d / "model.safetensors") - 7); },
+       "model.safetensors", "truncated"},
+      {"flipped byte",
+       [](const fs::path& d) {
+         std::fstream f(d / "optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+         f.seekg(-5, std::ios::end);
+         const char b = static_cast<char>(f.get() ^ 0x10);
+         f.seekp(-5, std::ios::end);
+         f.put(b);
+       },
+       "optimizer.safetensors", "checksum"},
+      {"missing manifest", [](const fs::path& d) { fs::remove(d / "manifest.json"); }, "manifest.json",
+       "did not finish"},
+      {"missing file", [](const fs::path& d) { fs::remove(d / "train_state.json"); }, "train_state.json", "missing"},
+      {"edited text", [](const fs::path& d) { std::ofstream(d / "params.json") << R"({"name": "u", "steps": 10})"; },
+       "params.json", "checksum"},
+  };
+  for (const auto& damage : damages) {
+    INFO(damage.what);
+    Scratch s("plm_store_damage");
+    LogCapture log(s);
+    const train::CheckpointStore store(s.path("ckpt"), {}, {});
+    const std::string good = store.save(100, contents(1));
+    const std::string bad = store.save(200, contents(2));
+    damage.apply(bad);
+    CHECK_THROWS_AS(train::CheckpointStore::verify(bad), ckpt::CheckpointError);
+    CHECK(store.newest_complete() == good);
+    const std::string text = log.text();
+    CHECK_THAT(text, Catch::Contains("skipping checkpoint '" + bad + "'"));
+    CHECK_THAT(text, Catch::Contains(damage.file));
+    CHECK_THAT(text, Catch::Contains(damage.reason));
+    CHECK(fs::exists(bad));  // reported, not deleted
+  }
+}
+
+TEST_CASE("a save that fails or crashes leaves only a temporary folder, which the next run ignores and removes") {
+  Scratch s("plm_store_crash");
+  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const std::string good = store.save(100, contents(1));
+  // A crash mid-save: files written, no manifest, never renamed.
+  s.write("ckpt/.tmp-200-4242/model.safetensors", "partial");
+  s.write("ckpt/.tmp-200-4242.old/params.json", "{}");
+  fs::create_directories(s.path("ckpt/not-a-step"));
+  CHECK(store.newest_complete() == good);
+  CHECK_FALSE(fs::exists(s.path("ckpt/.tmp-200-4242")));
+  CHECK_FALSE(fs::exists(s.path("ckpt/.tmp-200-4242.old")));
+  CHECK(fs::exists(s.path("ckpt/not-a-step")));  // not ours: left alone
+
+  // A save that throws (a complex tensor cannot be written) removes its temporary folder.
+  auto bad = contents(3);
+  bad.extra.insert("z", at::zeros({2}, at::kComplexFloat));
+  CHECK_THROWS_AS(store.save(300, bad), ckpt::CheckpointError);
+  CHECK_FALSE(fs::exists(store.step_dir(300)));
+  for (const auto& e : fs::directory_iterator(s.path("ckpt")))
+    CHECK(e.path().filename().string().rfind(".tmp", 0) != 0);
+  CHECK(store.newest_complete() == good);
+
+  const train::CheckpointStore empty(s.path("none"), {}, {});
+  CHECK_FALSE(empty.newest_complete().has_value());
+}
+
+TEST_CASE("saving a step again replaces its folder whole") {
+  Scratch s("plm_store_replace");
+  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  store.save(700, contents(1));
+  fs::remove(fs::path(store.step_dir(700)) / "manifest.json");  // e.g. the damaged folder we resume past
+  auto second = contents(2);
+  second.extra = {};
+  const std::string dir = store.save(700, second);
+  train::CheckpointStore::verify(dir);
+  const auto back = train::CheckpointStore::load(dir);
+  CHECK(same_maps(back.model, second.model));
+  CHECK_FALSE(fs::exists(fs::path(dir) / "extra.safetensors"));  // nothing of the old folder survives
+  CHECK(steps_in(s.path("ckpt")) == std::set<int64_t>{700});
+}
+
+TEST_CASE("clean_up keeps the newest dump.keep and eval.keep multiples, all others, and the union") {
+  Scratch s("plm_store_retention");
+  const fs::path root = s.dir / "ckpt";
+  auto make = [&](std::initializer_list<int64_t> steps) {
+    fs::remove_all(root);
+    for (int64_t step : steps) fs::create_directories(root / fmt::format("{:010d}", step));
+  };
+  auto run = [&](config::SaveEvery dump, config::SaveEvery eval, int64_t protect) {
+    const train::CheckpointStore store(root.string(), dump, eval);
+    store.clean_up(store.step_dir(protect));
+    return steps_in(root);
+  };
+  const std::initializer_list<int64_t> steps = {10, 20, 25, 30, 40, 50, 55, 75, 80};
+  // dump multiples 10 20 30 40 50 80 keep 2 -> 50 80; eval multiples 25 50 75 keep 1 -> 75; 55 is neither.
+  make(steps);
+  CHECK(run({10, 2}, {25, 1}, 80) == std::set<int64_t>{50, 55, 75, 80});
+  // eval.keep 0 keeps every eval multiple; 50 survives as an eval multiple though dump drops it.
+  make(steps);
+  CHECK(run({10, 1}, {25, 0}, 80) == std::set<int64_t>{25, 50, 55, 75, 80});
+  // dump.keep 0 keeps every dump multiple.
+  make(steps);
+  CHECK(run({10, 0}, {25, 1}, 80) == std::set<int64_t>{10, 20, 30, 40, 50, 55, 75, 80});
+  // PLM's defaults (every 1000, keep 0 for eval) with dump every 500 keep 1: 1000-multiples stay forever.
+  make({500, 1000, 1500, 2000, 2500});
+  CHECK(run({500, 1}, {1000, 0}, 2500) == std::set<int64_t>{1000, 2000, 2500});
+  // The folder just written survives even when no rule keeps it.
+  make(steps);
+  CHECK(run({10, 1}, {25, 1}, 20) == std::set<int64_t>{20, 55, 75, 80});
+}
+
+TEST_CASE("consolidate writes fp32 consolidated.pth and .safetensors that load_model reads back") {
+  Scratch s("plm_store_consolidate");
+  const config::TrainArgs train_args =
+      config::load_config(PLM_SOURCE_DIR "/configs/models/tiny.yaml", {"model.vocab_size=300"}).args;
+  const config::ModelArgs& args = train_args.model;
+  REQUIRE(args.weight_tying);
+  model::PerceptionLM source(args);
+  at::manual_seed(11);
+  model::init_all(*source);
+  train::CheckpointContents c;
+  for (const auto& p : source->named_parameters()) c.model.insert(p.key(), p.value().detach());
+  c.optimizer.insert("tok_embeddings.weight.step", at::scalar_tensor(7, at::kLong));
+  c.params_json = config::to_json(train_args);  // the whole TrainArgs, as PLM writes params.json
+  c.train_state_json = R"({"step": 7})";
+  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const std::string dir = store.save(7, c);
+  {
+    config::TrainArgs a, b;
+    a.model = args;
+    b.model = ckpt::read_model_args(dir);
+    REQUIRE(config::to_yaml(a) == config::to_yaml(b));
+  }
+
+  const auto written = train::consolidate(dir);
+  REQUIRE(written.size() == 2);
+  const ckpt::TensorMap pth = ckpt::load_torch_state_dict(dir + "/consolidated.pth");
+  CHECK(pth.size() == c.model.size() + 1);
+  REQUIRE(pth.contains("output.tied_module.weight"));
+  CHECK(same_bits(pth.at("output.tied_module.weight"), c.model.at("tok_embeddings.weight")));
+  CHECK(pth.at("output.tied_module.weight").data_ptr() == pth.at("tok_embeddings.weight").data_ptr());  // saved once
+  CHECK_FALSE(ckpt::read_safetensors(dir + "/consolidated.safetensors").contains("output.tied_module.weight"));
+  train::CheckpointStore::verify(dir);  // the manifest's files are untouched
+
+  // PLM's release layout (params.json + consolidated.pth only), the .safetensors, and the step folder itself.
+  const fs::path release = s.dir / "release";
+  fs::create_directories(release);
+  fs::copy_file(dir + "/params.json", release / "params.json");
+  fs::copy_file(dir + "/consolidated.pth", release / "consolidated.pth");
+  for (const std::string& path : {release.string(), dir + "/consolidated.safetensors", dir}) {
+    INFO(path);
+    ckpt::LoadReport report;
+    const model::PerceptionLM loaded = ckpt::load_model(path, &report);
+    CHECK(report.problems().empty());
+    for (const auto& p : loaded->named_parameters()) CHECK(same_bits(p.value(), c.model.at(p.key())));
+  }
+
+  // bf16 master weights come out as fp32.
+  train::CheckpointContents half = c;
+  half.model = {};
+  for (const auto& [name, t] : c.model) half.model.insert(name, t.to(at::kBFloat16));
+  const std::string dir16 = store.save(8, half);
+  train::consolidate(dir16);
+  for (const auto& [name, t] : ckpt::read_safetensors(dir16 + "/consolidated.safetensors")) {
+    CHECK(t.scalar_type() == at::kFloat);
+    CHECK(same_bits(t, half.model.at(name).to(at::kFloat)));
+  }
+
+  fs::remove(dir16 + "/manifest.json");
+  CHECK_THROWS_WITH(train::consolidate(dir16), Catch::Contains("manifest.json"));
+}
+
+// Throughput on a ~1 GB checkpoint: `ckpt_store_test "[.bench]"` (PLM_BENCH_DIR picks the disk, default /tmp).
+TEST_CASE("save and verify throughput on a 1 GB checkpoint", "[.bench]") {
+  const char* where = std::getenv("PLM_BENCH_DIR");
+  const fs::path root = fs::path(where ? where : fs::temp_directory_path().string()) / "plm_store_bench";
+  fs::remove_all(root);
+  train::CheckpointContents c;
+  for (int i = 0; i < 16; ++i) c.model.insert(fmt::format("layers.{}.w", i), at::randn({4096, 4096}));  // 1 GiB
+  c.params_json = "{}";
+  c.train_state_json = "{}";
+  const train::CheckpointStore store(root.string(), {}, {});
+  using clock = std::chrono::steady_clock;
+  const double gib = 16.0 * 4096 * 4096 * 4 / (1 << 30);
+  auto t0 = clock::now();
+  const std::string dir = store.save(1, c);
+  const double save_s = std::chrono::duration<double>(clock::now() - t0).count();
+  t0 = clock::now();
+  train::CheckpointStore::verify(dir);
+  const double verify_s = std::chrono::duration<double>(clock::now() - t0).count();
+  for (const auto& e : fs::directory_iterator(dir)) {  // evict the (clean, flushed) pages: a cold read
+    const int fd = ::open(e.path().c_str(), O_RDONLY);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  t0 = clock::now();
+  train::CheckpointStore::verify(dir);
+  const double cold_s = std::chrono::duration<double>(clock::now() - t0).count();
+  t0 = clock::now();
+  ckpt::write_safetensors(c.model, (root / "plain.safetensors").string());
+  const double plain_s = std::chrono::duration<double>(clock::now() - t0).count();
+  WARN(
+      fmt::format("{:.2f} GiB: save {:.2f} s = {:.2f} GiB/s (write + fsync + read-back CRC; write_safetensors "
+                  "alone {:.2f} s); verify {:.2f} s = {:.2f} GiB/s from the page cache, {:.2f} s = {:.2f} GiB/s "
+                  "cold",
+                  gib, save_s, gib / save_s, plain_s, verify_s, gib / verify_s, cold_s, gib / cold_s));
+  fs::remove_all(root);
+}

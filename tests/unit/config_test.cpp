@@ -246,6 +246,9 @@ TEST_CASE("print then load gives the same config (fixpoint), for every recipe an
     const auto printed = s.write("printed.yaml", first);
     const auto again = load_config(printed);
     CHECK(to_yaml(again.args) == first);
+    // params.json: the same configuration as JSON reads back to the same TrainArgs.
+    const auto json = s.write("params.json", to_json(again.args));
+    CHECK(to_yaml(load_config(json).args) == first);
     CHECK(again.args.name == "123");
     CHECK(again.args.dump_dir == "yes: no");
     CHECK(again.args.model.norm_eps == 1.0000000000000002e-05);

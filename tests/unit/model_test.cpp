@@ -196,6 +196,44 @@ TEST_CASE("DropPath: off in eval, per-sample masks in training, same masks give 
   CHECK_FALSE(at::equal(v.forward(images), v.forward(images)));                          // fresh masks each call
 }
 
+TEST_CASE("activation checkpointing gives the gradients of the plain graph, DropPath and frozen towers included") {
+  for (const bool freeze : {false, true}) {
+    INFO("frozen decoder and vision: " << freeze);
+    at::manual_seed(3);
+    const std::string f = freeze ? "true" : "false";
+    model::PerceptionLM m(model_args("tiny", {"model.vision_model.drop_path=0.5",
+                                              "model.vision_model.ls_init_value=0.1", "model.freeze_language_model=" + f,
+                                              "model.freeze_vision_model=" + f}));
+    model::init_all(*m);
+    m->train();
+    m->apply_freezing();
+    const model::ModelInputs in = text_and_image_batch(*m, 12, 3);
+    const at::Tensor targets = at::randint(0, 1000, {2, 12}, at::kLong);
+    const at::Tensor mask = at::rand({2, 12}) > 0.3;
+    auto run = [&](bool ac) {
+      m->set_activation_checkpointing(ac);
+      m->zero_grad();
+      at::manual_seed(11);  // the same DropPath masks both times
+      const at::Tensor loss = m->loss(in, targets, mask);
+      loss.backward();
+      std::map<std::string, at::Tensor> grads;
+      for (const auto& p : m->named_parameters())
+        if (p.value().grad().defined()) grads[p.key()] = p.value().grad().clone();
+      return std::make_pair(loss.item<double>(), grads);
+    };
+    const auto plain = run(false);
+    const auto ac = run(true);
+    CHECK(plain.first == ac.first);
+    REQUIRE(plain.second.size() == ac.second.size());
+    CHECK(plain.second.size() > (freeze ? 3u : 30u));
+    for (const auto& [name, g] : plain.second) {
+      INFO(name);
+      REQUIRE(ac.second.count(name));
+      CHECK(at::allclose(g, ac.second.at(name), 1e-5, 1e-7));
+    }
+  }
+}
+
 TEST_CASE("freezing follows PLM's names: projector always trains") {
   model::PerceptionLM m(model_args("tiny", {"model.freeze_language_model=true", "model.freeze_vision_model=true"}),
                         at::TensorOptions().device(at::kMeta));

@@ -160,6 +160,8 @@ struct DataArgs {
   bool pad_to_longest = false;  // pad batches to their longest sample instead of model.max_seqlen
   bool strict = false;          // a sample that cannot be used stops the run instead of being skipped
   int64_t prefetch_batches = 4; // batches decoded ahead of the trainer
+  std::string val_datamix;      // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
+  int64_t val_max_batches = 8;  // batches per validation (every checkpoint.eval.every steps and at the end)
 
   template <class V>
   void visit(V& v) {
@@ -181,6 +183,8 @@ struct DataArgs {
     v("pad_to_longest", pad_to_longest);
     v("strict", strict);
     v("prefetch_batches", prefetch_batches);
+    v("val_datamix", val_datamix);
+    v("val_max_batches", val_max_batches);
   }
 };
 
@@ -200,6 +204,11 @@ struct OptimArgs {
   int64_t annealing_step = 10000;
   double decay_fraction = 0.1;
   double exp_factor = 0.5;
+  // plm's additions to PLM's OptimArgs:
+  std::string loss_normalization = "reference";  // "reference": per-rank token mean / grad_acc_steps (PLM);
+                                                 // "global_tokens": sum over the whole step / its loss tokens
+  bool decay_norms_and_biases = true;            // false exempts 1-D tensors (norms, biases, LayerScale) from decay
+  std::string nan_policy = "abort";              // a non-finite loss or grad norm: "abort" or "skip" the update
 
   template <class V>
   void visit(V& v) {
@@ -217,6 +226,9 @@ struct OptimArgs {
     v("annealing_step", annealing_step);
     v("decay_fraction", decay_fraction);
     v("exp_factor", exp_factor);
+    v("loss_normalization", loss_normalization);
+    v("decay_norms_and_biases", decay_norms_and_biases);
+    v("nan_policy", nan_policy);
   }
 };
 
@@ -318,6 +330,9 @@ struct LoggingArgs {
   std::string level = "INFO";
   std::optional<int64_t> acc_freq;
   Opaque wandb;
+  // plm's addition: the peak FLOP/s per device that MFU divides by, in TFLOP/s (default: the GPU's dense bf16 peak
+  // when known, on CPU a matrix-multiply rate measured at start-up).
+  std::optional<double> peak_tflops;
 
   template <class V>
   void visit(V& v) {
@@ -325,6 +340,7 @@ struct LoggingArgs {
     v("level", level);
     v("acc_freq", acc_freq);
     v("wandb", wandb, "there is no wandb client; metrics go to dump_dir/metrics.jsonl");
+    v("peak_tflops", peak_tflops);
   }
 };
 

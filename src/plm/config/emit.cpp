@@ -1,6 +1,7 @@
 #include "plm/config/emit.h"
 
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <type_traits>
 
@@ -45,6 +46,116 @@ class Writer {
   YAML::Emitter& out_;
 };
 
+/// The same walk as Writer, as indented JSON (PLM's params.json). Non-finite floats become null; an Opaque
+/// YAML value is written as JSON with its scalars kept as strings unless they read as numbers or booleans.
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out) : out_(out) {}
+
+  template <class T>
+  void operator()(const char* key, const T& field, const char* = nullptr) {
+    out_ += first_ ? "\n" : ",\n";
+    first_ = false;
+    indent();
+    quoted(key);
+    out_ += ": ";
+    write(field);
+  }
+
+  template <class T>
+  void section(const T& s) {
+    out_ += "{";
+    ++depth_;
+    first_ = true;
+    const_cast<T&>(s).visit(*this);
+    --depth_;
+    if (!first_) {
+      out_ += "\n";
+      indent();
+    }
+    out_ += "}";
+    first_ = false;
+  }
+
+ private:
+  void indent() { out_.append(2 * depth_, ' '); }
+  void quoted(const std::string& v) {
+    out_ += '"';
+    for (const char c : v) {
+      switch (c) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\t': out_ += "\\t"; break;
+        case '\r': out_ += "\\r"; break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+            out_ += buf;
+          } else {
+            out_ += c;
+          }
+      }
+    }
+    out_ += '"';
+  }
+  void write(bool v) { out_ += v ? "true" : "false"; }
+  void write(int64_t v) { out_ += std::to_string(v); }
+  void write(double v) { out_ += std::isfinite(v) ? format_double(v) : "null"; }
+  void write(const std::string& v) { quoted(v); }
+  void write(const Opaque& v) { node(v.node); }
+  void node(const YAML::Node& n) {
+    if (!n || n.IsNull()) {
+      out_ += "null";
+    } else if (n.IsScalar()) {
+      const std::string& s = n.Scalar();
+      double d;
+      if (n.Tag() != "!" && (s == "true" || s == "false"))
+        out_ += s;
+      else if (n.Tag() != "!" && YAML::convert<double>::decode(n, d) && std::isfinite(d))
+        out_ += s;
+      else
+        quoted(s);
+    } else if (n.IsSequence()) {
+      out_ += "[";
+      for (size_t i = 0; i < n.size(); ++i) {
+        if (i) out_ += ", ";
+        node(n[i]);
+      }
+      out_ += "]";
+    } else {
+      out_ += "{";
+      bool first = true;
+      for (const auto& kv : n) {
+        if (!first) out_ += ", ";
+        first = false;
+        quoted(kv.first.Scalar());
+        out_ += ": ";
+        node(kv.second);
+      }
+      out_ += "}";
+    }
+  }
+  template <class T>
+  void write(const std::optional<T>& v) {
+    if (v)
+      write(*v);
+    else
+      out_ += "null";
+  }
+  template <class T>
+  void write(const T& s) {
+    const bool first = first_;
+    section(s);
+    first_ = first;
+  }
+
+  std::string& out_;
+  int depth_ = 0;
+  bool first_ = true;
+};
+
 }  // namespace
 
 std::string format_double(double v) {
@@ -69,6 +180,13 @@ std::string to_yaml(const TrainArgs& args) {
   const_cast<TrainArgs&>(args).visit(w);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+std::string to_json(const TrainArgs& args) {
+  std::string out;
+  JsonWriter w(out);
+  w.section(args);
+  return out + "\n";
 }
 
 }  // namespace plm::config

@@ -107,6 +107,8 @@ void check_optim(const OptimArgs& o, Checker& c) {
   c.require(o.lr_min_ratio >= 0 && o.lr_min_ratio <= 1, "optim.lr_min_ratio", "must be in [0, 1]");
   c.require(o.cycle_length > 0, "optim.cycle_length", "must be positive");
   c.require(o.decay_fraction >= 0 && o.decay_fraction <= 1, "optim.decay_fraction", "must be in [0, 1]");
+  c.one_of(o.loss_normalization, "optim.loss_normalization", {"reference", "global_tokens"});
+  c.one_of(o.nan_policy, "optim.nan_policy", {"abort", "skip"});
 }
 
 void check_distributed(const DistributedArgs& d, Checker& c) {

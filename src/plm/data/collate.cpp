@@ -29,6 +29,7 @@ Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int6
     text_flags.push_back(at::full({s.media.size(0)}, s.media_type == "text", at::kBool));
     batch.media_type.push_back(s.media_type);
     batch.num_chunks.push_back(s.media.size(0));
+    batch.sample_ids.push_back(s.id);
   }
   batch.loss_mask = labels != -1;
   batch.input_ids = input.masked_fill(input == -1, pad_id);

@@ -17,6 +17,7 @@ struct Batch {
   at::Tensor chunk_has_text;   // bool [sum of chunks]: chunks of text-only samples (dropped after the vision tower)
   std::vector<std::string> media_type;
   std::vector<int64_t> num_chunks;
+  std::vector<std::string> sample_ids;  // ProcessedSample::id of each row
 };
 
 /// Collates; `pad_id` replaces every unset input and label (PLM: 128001, <|end_of_text|>). A sample longer than

@@ -99,6 +99,7 @@ struct DataLoader::Impl {
       for (int attempt = 1;; ++attempt) {
         try {
           result = process(c);
+          result.id = mix[c.dataset].dataset.name + "#" + std::to_string(c.row);
           break;
         } catch (const SampleError& e) {
           count_skip(c, e);

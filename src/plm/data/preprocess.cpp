@@ -32,6 +32,11 @@ PreprocessOptions PreprocessOptions::from(const config::TrainArgs& a) {
   return o;
 }
 
+int64_t PreprocessOptions::tokens_per_chunk() const {
+  const int64_t side = image_res / patch_size / pooling_ratio;
+  return side * side;
+}
+
 Preprocessor::Preprocessor(std::shared_ptr<const text::Tokenizer> tokenizer, PreprocessOptions options)
     : tokenizer_(std::move(tokenizer)),
       options_(std::move(options)),
@@ -40,8 +45,37 @@ Preprocessor::Preprocessor(std::shared_ptr<const text::Tokenizer> tokenizer, Pre
   text::ConversationFormat::named(options_.conversation_format);  // fail early on an unknown format
 }
 
-ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string& root_dir) const {
+SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& root_dir) const {
   const int64_t s = options_.image_res;
+  SampleMedia out;
+  try {
+    if (!sample.images.empty()) {
+      std::vector<at::Tensor> chunks;
+      for (const auto& path : sample.images) {
+        const at::Tensor rgb = media::load_image_rgb(join(root_dir, path));
+        if (sample.images.size() > 1 || options_.vision_input_type == "vanilla")
+          chunks.push_back(media::vanilla(rgb, s).pixels);
+        else
+          chunks.push_back(media::thumb_and_tiles(rgb, options_.max_num_tiles, s).pixels);
+      }
+      out.pixels = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
+      out.type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
+    } else if (sample.video) {
+      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video), sample.start_time, sample.end_time,
+                                                   options_.max_video_frames);
+      if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
+      out.pixels = media::video_pixels(clip, s);
+      out.type = text::MediaType::video;
+    } else {
+      out.pixels = at::ones({1, 3, s, s});  // PLM's placeholder: runs through the vision tower, then dropped
+    }
+  } catch (const media::MediaError& e) {
+    throw MediaSampleError(e.reason(), e.what());
+  }
+  return out;
+}
+
+ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string& root_dir) const {
   std::vector<text::Turn> turns = sample.conversations;
   if (!sample.bbox.empty()) {
     std::vector<std::string> boxes;
@@ -53,36 +87,14 @@ ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string
     }
   }
   ProcessedSample out;
-  text::MediaType media_type = text::MediaType::text;
-  try {
-    if (!sample.images.empty()) {
-      std::vector<at::Tensor> chunks;
-      for (const auto& path : sample.images) {
-        const at::Tensor rgb = media::load_image_rgb(join(root_dir, path));
-        if (sample.images.size() > 1 || options_.vision_input_type == "vanilla")
-          chunks.push_back(media::vanilla(rgb, s).pixels);
-        else
-          chunks.push_back(media::thumb_and_tiles(rgb, options_.max_num_tiles, s).pixels);
-      }
-      out.media = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
-      media_type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
-      out.media_type = sample.images.size() > 1 ? "multi_image" : "image";
-    } else if (sample.video) {
-      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video), sample.start_time, sample.end_time,
-                                                   options_.max_video_frames);
-      if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
-      out.media = media::video_pixels(clip, s);
-      media_type = text::MediaType::video;
-      out.media_type = "video";
-    } else {
-      out.media = at::ones({1, 3, s, s});  // PLM's placeholder: runs through the vision tower, then dropped
-      out.media_type = "text";
-    }
-  } catch (const media::MediaError& e) {
-    throw MediaSampleError(e.reason(), e.what());
-  }
-  const int64_t side = s / options_.patch_size / options_.pooling_ratio;
-  const int64_t tokens_per_chunk = media_type == text::MediaType::text ? 0 : side * side;
+  SampleMedia media = load_media(sample, root_dir);
+  out.media = std::move(media.pixels);
+  const text::MediaType media_type = media.type;
+  out.media_type = media_type == text::MediaType::multi_image ? "multi_image"
+                   : media_type == text::MediaType::image     ? "image"
+                   : media_type == text::MediaType::video     ? "video"
+                                                              : "text";
+  const int64_t tokens_per_chunk = media_type == text::MediaType::text ? 0 : options_.tokens_per_chunk();
   const int64_t chunks = media_type == text::MediaType::text ? 0 : out.media.size(0);
   std::vector<text::DialogRound> dialog;
   try {

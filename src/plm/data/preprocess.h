@@ -30,6 +30,15 @@ struct PreprocessOptions {
   std::string conversation_format = "plm_sft";
 
   static PreprocessOptions from(const config::TrainArgs& args);
+
+  /// <|image|> tokens per media chunk (tile or frame): (image_res / patch_size / pooling_ratio)^2.
+  int64_t tokens_per_chunk() const;
+};
+
+/// A sample's pixels and what kind of media they are.
+struct SampleMedia {
+  at::Tensor pixels;  // float32 [chunks, 3, S, S], normalised; text-only: PLM's placeholder ones [1, 3, S, S]
+  text::MediaType type = text::MediaType::text;
 };
 
 /// A sample ready for collation.
@@ -40,6 +49,7 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
+  std::string id;                     // "dataset#row" (set by the loader), for messages about the sample
 };
 
 class Preprocessor {
@@ -50,6 +60,10 @@ class Preprocessor {
   /// Media paths are joined onto `root_dir` (an absolute path stays as it is, as Python's os.path.join).
   /// Throws SampleError (with media errors' reasons passed through) when the sample cannot be used.
   ProcessedSample operator()(const Sample& sample, const std::string& root_dir) const;
+
+  /// The media part of operator(): images (one: `vision_input_type` tiling; several: one vanilla tile each) or
+  /// the video clip's frames (regions drawn), or the text-only placeholder. Throws MediaSampleError.
+  SampleMedia load_media(const Sample& sample, const std::string& root_dir) const;
 
   const PreprocessOptions& options() const { return options_; }
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }

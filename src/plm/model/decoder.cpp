@@ -37,6 +37,53 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTable& rope) co
   return wo->forward(out.transpose(1, 2).reshape({b, s, n_heads * head_dim}));
 }
 
+CachedStep CachedStep::prefill(const RopeTable& rope, int64_t batch, int64_t seqlen) {
+  CachedStep step;
+  step.positions = at::arange(seqlen, rope.cos.options().dtype(at::kLong)).unsqueeze(0).expand({batch, seqlen});
+  step.cos = rope.cos.slice(0, 0, seqlen).unsqueeze(1).unsqueeze(0);
+  step.sin = rope.sin.slice(0, 0, seqlen).unsqueeze(1).unsqueeze(0);
+  step.kv_len = seqlen;
+  return step;
+}
+
+CachedStep CachedStep::at(const RopeTable& rope, const at::Tensor& positions) {
+  TORCH_CHECK(positions.dim() == 2 && positions.scalar_type() == at::kLong, "positions must be int64 [B, S]");
+  CachedStep step;
+  step.positions = positions;
+  step.cos = rope.cos.index({positions}).unsqueeze(2);
+  step.sin = rope.sin.index({positions}).unsqueeze(2);
+  step.kv_len = positions.max().item<int64_t>() + 1;
+  const at::Tensor slots = at::arange(step.kv_len, positions.options());
+  step.mask = (slots.view({1, 1, -1}) <= positions.unsqueeze(-1)).unsqueeze(1);
+  return step;
+}
+
+at::Tensor AttentionImpl::forward_cached(const at::Tensor& x, const CachedStep& step, KVCacheLayer& cache) const {
+  const int64_t b = x.size(0), s = x.size(1);
+  const at::Tensor q = ops::rotate_pairs(wq->forward(x).view({b, s, n_heads, head_dim}), step.cos, step.sin);
+  const at::Tensor k = ops::rotate_pairs(wk->forward(x).view({b, s, n_kv_heads, head_dim}), step.cos, step.sin);
+  const at::Tensor v = wv->forward(x).view({b, s, n_kv_heads, head_dim});
+  TORCH_CHECK(step.kv_len <= cache.k.size(2), "the step reaches position ", step.kv_len - 1, " but the KV cache holds ",
+              cache.k.size(2), " positions");
+  at::Tensor out;
+  if (!step.mask.defined()) {  // prefill: exactly forward()'s attention, keeping K/V for the next steps
+    cache.k.slice(2, 0, s).copy_(k.transpose(1, 2));
+    cache.v.slice(2, 0, s).copy_(v.transpose(1, 2));
+    out = ops::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*causal=*/true);
+  } else {
+    // index_put_ on the [B, capacity, Hkv, hd] view writes each (row, position) slot of the cache in place.
+    const std::vector<at::indexing::TensorIndex> slots{at::arange(b, step.positions.options()).unsqueeze(1),
+                                                       step.positions};
+    cache.k.transpose(1, 2).index_put_(slots, k);
+    cache.v.transpose(1, 2).index_put_(slots, v);
+    // The per-row mask needs SDPA's attn_mask, which ops::attention (causal or full) does not take.
+    out = at::scaled_dot_product_attention(q.transpose(1, 2), cache.k.slice(2, 0, step.kv_len),
+                                           cache.v.slice(2, 0, step.kv_len), step.mask, /*dropout_p=*/0.0,
+                                           /*is_causal=*/false, /*scale=*/std::nullopt, /*enable_gqa=*/true);
+  }
+  return wo->forward(out.transpose(1, 2).reshape({b, s, n_heads * head_dim}));
+}
+
 FeedForwardImpl::FeedForwardImpl(const DecoderDims& d, const at::TensorOptions& o) {
   w1 = register_module("w1", Linear(d.dim, d.hidden_dim, false, o));
   w2 = register_module("w2", Linear(d.hidden_dim, d.dim, false, o));
@@ -56,6 +103,12 @@ TransformerBlockImpl::TransformerBlockImpl(const DecoderDims& d, double eps, con
 
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
   const at::Tensor h = x + attention->forward(attention_norm->forward(x), rope);
+  return h + feed_forward->forward(ffn_norm->forward(h));
+}
+
+at::Tensor TransformerBlockImpl::forward_cached(const at::Tensor& x, const CachedStep& step,
+                                                KVCacheLayer& cache) const {
+  const at::Tensor h = x + attention->forward_cached(attention_norm->forward(x), step, cache);
   return h + feed_forward->forward(ffn_norm->forward(h));
 }
 

@@ -17,11 +17,40 @@ struct DecoderDims {
 /// hidden = int(2 * 4 * dim / 3), times ffn_dim_multiplier (truncated), rounded up to multiple_of.
 DecoderDims decoder_dims(const config::ModelArgs& args);
 
+/// One decoder layer's share of a KV cache (infer/kv_cache.h owns it): keys after RoPE, and values, with the
+/// un-repeated GQA heads (plm-spec 8), each [B, Hkv, capacity, hd] in the model's dtype. Slot j of row b holds row
+/// b's token at position j: every row keeps its own positions 0, 1, 2, ... (right-padded batches).
+struct KVCacheLayer {
+  at::Tensor k, v;
+};
+
+/// The tokens of one cached forward step and what they see; built once per step and shared by every layer.
+struct CachedStep {
+  at::Tensor positions;  // int64 [B, S]: each token's position in its own sequence, which is also its cache slot
+  at::Tensor cos, sin;   // fp32 [B or 1, S, 1, hd/2]: the RoPE table at `positions`
+  at::Tensor mask;       // bool [B, 1, S, kv_len]: slot j is visible to token (b, s) iff j <= positions[b, s];
+                         // undefined for a prefill: plain causal attention over the step's own S tokens
+  int64_t kv_len = 0;    // cache slots read: max position + 1
+
+  /// The first step of `batch` rows of `seqlen` tokens at positions 0..seqlen-1 (right-padded prompts: a row's
+  /// padding comes after its tokens, so causal attention never lets a real token see it). `rope` must cover
+  /// seqlen positions.
+  static CachedStep prefill(const RopeTable& rope, int64_t batch, int64_t seqlen);
+
+  /// A later step: tokens at arbitrary per-row `positions` (int64 [B, S], on the model's device) whose earlier
+  /// positions are already in the cache. `rope` must cover max(positions) + 1 positions.
+  static CachedStep at(const RopeTable& rope, const at::Tensor& positions);
+};
+
 /// `attention`: wq [H*hd, dim], wk/wv [Hkv*hd, dim], wo [dim, H*hd], no biases.
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const DecoderDims& d, const at::TensorOptions& options);
   /// x [B, S, dim]; rope tables [S, hd/2]; plain causal attention over the whole row.
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
+  /// The cached path (generation): x [B, S, dim] are the tokens of `step`. Writes their keys (after RoPE) and
+  /// values into `cache` at their positions, then attends over the row's slots 0..position. Same weights and ops
+  /// as forward(); a prefill step gives forward()'s values and leaves K/V of slots 0..S-1 in the cache.
+  at::Tensor forward_cached(const at::Tensor& x, const CachedStep& step, KVCacheLayer& cache) const;
   Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
   int64_t n_heads, n_kv_heads, head_dim;
 };
@@ -39,6 +68,8 @@ TORCH_MODULE(FeedForward);
 struct TransformerBlockImpl : torch::nn::Module {
   TransformerBlockImpl(const DecoderDims& d, double norm_eps, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
+  /// forward() with cached attention (AttentionImpl::forward_cached).
+  at::Tensor forward_cached(const at::Tensor& x, const CachedStep& step, KVCacheLayer& cache) const;
   Attention attention{nullptr};
   FeedForward feed_forward{nullptr};
   RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};

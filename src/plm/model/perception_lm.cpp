@@ -1,5 +1,6 @@
 #include "plm/model/perception_lm.h"
 
+#include "plm/model/activation_checkpoint.h"
 #include "plm/ops/ops.h"
 
 namespace plm::model {
@@ -42,7 +43,14 @@ at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
   at::Tensor h = embed(in);
   const int64_t seqlen = h.size(1);
   const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), seqlen);
-  for (const auto& layer : *layers) h = layer->as<TransformerBlockImpl>()->forward(h, rope);
+  for (const auto& layer : *layers) {
+    const auto* block = layer->as<TransformerBlockImpl>();
+    if (activation_checkpointing)
+      h = checkpointed([block, rope](const at::Tensor& x) { return block->forward(x, rope); }, h,
+                       block->parameters());
+    else
+      h = block->forward(h, rope);
+  }
   return norm->forward(h);
 }
 
@@ -53,6 +61,11 @@ at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
 at::Tensor PerceptionLMImpl::loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const {
   const at::Tensor h = hidden(in).index({loss_mask});
   return ops::cross_entropy(at::linear(h, output_weight()), targets.index({loss_mask}));
+}
+
+void PerceptionLMImpl::set_activation_checkpointing(bool on) {
+  activation_checkpointing = on;
+  if (vision_model) vision_model->activation_checkpointing = on;
 }
 
 void PerceptionLMImpl::apply_freezing() {

@@ -49,8 +49,12 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// vision_projector.* always trains, everything else unless freeze_language_model.
   void apply_freezing();
 
+  /// Full activation checkpointing of every decoder block and vision block (model/activation_checkpoint.h).
+  void set_activation_checkpointing(bool on);
+
   config::ModelArgs args;
   DecoderDims dims;
+  bool activation_checkpointing = false;
   at::Tensor tok_embeddings;  // "tok_embeddings.weight" [vocab, dim]
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

@@ -1,5 +1,6 @@
 #include "plm/model/vision.h"
 
+#include "plm/model/activation_checkpoint.h"
 #include "plm/ops/ops.h"
 
 namespace plm::model {
@@ -117,8 +118,15 @@ at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
   if (!args.use_rope2d) rope = {at::ones_like(rope.cos), at::zeros_like(rope.sin)};
   if (ln_pre) x = ln_pre->forward(x);
   const auto drop = draw_drop_path(n, x.scalar_type());
-  for (size_t j = 0; j < resblocks->size(); ++j)
-    x = resblocks->ptr(j)->as<VisionBlockImpl>()->forward(x, rope, drop.empty() ? DropPathMasks{} : drop[j]);
+  for (size_t j = 0; j < resblocks->size(); ++j) {
+    const auto* block = resblocks->ptr(j)->as<VisionBlockImpl>();
+    const DropPathMasks masks = drop.empty() ? DropPathMasks{} : drop[j];
+    if (activation_checkpointing)
+      x = checkpointed([block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
+                       block->parameters());
+    else
+      x = block->forward(x, rope, masks);
+  }
   if (ln_post) x = ln_post->forward(x);
   return args.use_cls_token ? x.slice(1, 1) : x;
 }

@@ -73,6 +73,7 @@ struct PerceptionEncoderImpl : torch::nn::Module {
   std::vector<DropPathMasks> draw_drop_path(int64_t n, at::ScalarType dtype) const;
 
   config::VisionModelArgs args;
+  bool activation_checkpointing = false;  // model/activation_checkpoint.h, per resblock
   at::Tensor conv1_weight, class_embedding, positional_embedding;  // conv1.weight has no bias
   LayerNorm ln_pre{nullptr}, ln_post{nullptr};  // each only when use_ln_pre / use_ln_post (PLM: pre only)
   torch::nn::ModuleList resblocks{nullptr};     // registered under "transformer"

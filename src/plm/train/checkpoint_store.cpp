@@ -1,1 +1,289 @@
-// placeholder: being written this session
+#include "plm/train/checkpoint_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "plm/ckpt/model_checkpoint.h"
+#include "plm/ckpt/torch_pickle.h"
+#include "plm/common/log.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace plm::train {
+namespace {
+
+constexpr const char* kFormat = "plm-checkpoint-1";
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kTmpPrefix = ".tmp-";
+// Files every checkpoint has; extra.safetensors is optional.
+constexpr const char* kRequired[] = {"model.safetensors", "optimizer.safetensors", "params.json", "train_state.json"};
+
+[[noreturn]] void fail(const std::string& what, const fs::path& path, int err) {
+  throw ckpt::CheckpointError(what + " '" + path.string() + "': " + std::strerror(err) + ".");
+}
+
+// A directory's entries (creations, renames) reach the disk only when the directory itself is fsynced.
+void fsync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open folder", dir, errno);
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc != 0) fail("cannot flush folder", dir, err);
+}
+
+struct FileSum {
+  uint64_t bytes = 0;
+  uint32_t crc32 = 0;
+};
+
+// Reads the file with read(2) rather than mapping it: a file truncated while mapped would kill us with SIGBUS.
+FileSum checksum_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open", path, errno);
+  std::vector<unsigned char> buf(size_t{4} << 20);
+  FileSum sum{0, static_cast<uint32_t>(::crc32_z(0, nullptr, 0))};
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      fail("cannot read", path, err);
+    }
+    sum.crc32 = static_cast<uint32_t>(::crc32_z(sum.crc32, buf.data(), static_cast<size_t>(n)));
+    sum.bytes += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  return sum;
+}
+
+FileSum write_text(const fs::path& path, const std::string& text) {
+  ckpt::detail::AtomicFile out(path.string());
+  out.write(text.data(), text.size());
+  out.commit();
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
+  return {text.size(), static_cast<uint32_t>(::crc32_z(::crc32_z(0, nullptr, 0), bytes, text.size()))};
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ckpt::CheckpointError("cannot read '" + path.string() + "'.");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// "0000000500" -> 500; anything that is not all digits -> -1.
+int64_t step_of(const std::string& name) {
+  if (name.empty() || name.size() > 18 ||
+      !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoll(name);
+}
+
+// The step folders under `root`, oldest first.
+std::vector<std::pair<int64_t, fs::path>> step_folders(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const int64_t step = step_of(e.path().filename().string());
+    if (step >= 0 && e.is_directory()) out.emplace_back(step, e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool is_tmp(const fs::path& p) {
+  return p.filename().string().rfind(kTmpPrefix, 0) == 0;
+}
+
+}  // namespace
+
+CheckpointStore::CheckpointStore(std::string root, config::SaveEvery dump, config::SaveEvery eval)
+    : root_(std::move(root)), dump_(dump), eval_(eval) {
+  std::error_code ec;
+  fs::create_directories(root_, ec);
+  if (ec) throw ckpt::CheckpointError("cannot create checkpoint folder '" + root_ + "': " + ec.message() + ".");
+}
+
+std::string CheckpointStore::step_dir(int64_t step) const {
+  return (fs::path(root_) / fmt::format("{:010d}", step)).string();
+}
+
+std::string CheckpointStore::save(int64_t step, const CheckpointContents& contents) const {
+  const fs::path root(root_), final_dir(step_dir(step));
+  const fs::path tmp = root / fmt::format("{}{}-{}", kTmpPrefix, step, ::getpid());
+  const fs::path old = fs::path(tmp.string() + ".old");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec) && ec)
+    throw ckpt::CheckpointError("cannot create '" + tmp.string() + "': " + ec.message() + ".");
+  try {
+    json files = json::object();
+    auto add_tensors = [&](const char* name, const ckpt::TensorMap& tensors) {
+      ckpt::write_safetensors(tensors, (tmp / name).string());
+      const FileSum s = checksum_file(tmp / name);  // the bytes as the disk gives them back
+      files[name] = {{"bytes", s.bytes}, {"crc32", s.crc32}};
+    };
+    auto add_text = [&](const char* name, const std::string& text) {
+      const FileSum s = write_text(tmp / name, text);
+      files[name] = {{"bytes", s.bytes}, {"crc32", s.crc32}};
+    };
+    add_tensors("model.safetensors", contents.model);
+    add_tensors("optimizer.safetensors", contents.optimizer);
+    if (!contents.extra.empty()) add_tensors("extra.safetensors", contents.extra);
+    add_text("params.json", contents.params_json);
+    add_text("train_state.json", contents.train_state_json);
+    // The manifest comes last: a folder with one has every file it lists, complete and flushed.
+    write_text(tmp / kManifest, json{{"format", kFormat}, {"step", step}, {"files", files}}.dump(2) + "\n");
+    fsync_dir(tmp);
+    // rename(2) cannot replace a non-empty folder: move the old one aside first. A crash in between leaves
+    // both under .tmp-* names, which the next run removes; it then resumes from an older step.
+    if (fs::exists(final_dir)) {
+      fs::remove_all(old, ec);
+      if (::rename(final_dir.c_str(), old.c_str()) != 0) fail("cannot move aside", final_dir, errno);
+    }
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+      fail("cannot rename '" + tmp.string() + "' to", final_dir, errno);
+    fsync_dir(root);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    if (fs::exists(old, ec) && !fs::exists(final_dir, ec)) ::rename(old.c_str(), final_dir.c_str());  // put back
+    throw;
+  }
+  fs::remove_all(old, ec);
+  return final_dir.string();
+}
+
+void CheckpointStore::verify(const std::string& dir) {
+  const fs::path d(dir), manifest_path = d / kManifest;
+  if (!fs::is_directory(d)) throw ckpt::CheckpointError("checkpoint folder '" + dir + "' does not exist.");
+  if (!fs::exists(manifest_path))
+    throw ckpt::CheckpointError("'" + dir + "' has no manifest.json: its save did not finish.");
+  json files;
+  try {
+    const json m = json::parse(read_text(manifest_path));
+    if (m.value("format", std::string()) != kFormat)
+      throw ckpt::CheckpointError("'" + manifest_path.string() + "' is not a \"" + kFormat + "\" manifest.");
+    files = m.at("files");
+    for (const char* name : kRequired)
+      if (!files.contains(name))
+        throw ckpt::CheckpointError("'" + manifest_path.string() + "' does not list " + name + ".");
+    for (const auto& [name, entry] : files.items()) {
+      const fs::path file = d / name;
+      if (name.find('/') != std::string::npos || !fs::exists(file))
+        throw ckpt::CheckpointError("'" + file.string() + "' is missing (listed in the manifest).");
+      const auto bytes = entry.at("bytes").get<uint64_t>();
+      const auto crc = entry.at("crc32").get<uint32_t>();
+      const FileSum s = checksum_file(file);
+      if (s.bytes != bytes)
+        throw ckpt::CheckpointError(
+            fmt::format("'{}' has {} bytes, the manifest says {}: it is truncated or was "
+                        "overwritten.",
+                        file.string(), s.bytes, bytes));
+      if (s.crc32 != crc)
+        throw ckpt::CheckpointError(
+            fmt::format("'{}' fails its checksum (CRC-32 {:08x}, the manifest says {:08x}): "
+                        "it is corrupt.",
+                        file.string(), s.crc32, crc));
+    }
+  } catch (const json::exception& e) {
+    throw ckpt::CheckpointError("'" + manifest_path.string() + "' is not a valid manifest (" + e.what() + ").");
+  }
+}
+
+std::optional<std::string> CheckpointStore::newest_complete() const {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_, ec)) {
+    if (!is_tmp(e.path())) continue;
+    log::info("removing '{}', left by an interrupted save", e.path().string());
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+  }
+  auto steps = step_folders(root_);
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    try {
+      verify(it->second.string());
+      return it->second.string();
+    } catch (const ckpt::CheckpointError& e) {
+      log::warn("skipping checkpoint '{}': {}", it->second.string(), e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+void CheckpointStore::clean_up(const std::string& protect) const {
+  const auto steps = step_folders(root_);
+  // Core/checkpoint.py clean_up: the newest `keep` multiples of each rule survive, the union of the rules is kept.
+  std::vector<bool> keep(steps.size(), false), ruled(steps.size(), false);
+  for (const config::SaveEvery& rule : {dump_, eval_}) {
+    if (rule.every <= 0) continue;
+    int64_t kept = 0;
+    for (size_t i = steps.size(); i-- > 0;) {
+      if (steps[i].first % rule.every != 0) continue;
+      ruled[i] = true;
+      if (rule.keep == 0 || kept++ < rule.keep) keep[i] = true;
+    }
+  }
+  std::error_code ec;
+  const fs::path protected_dir = fs::weakly_canonical(protect, ec);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (keep[i] || !ruled[i] || fs::weakly_canonical(steps[i].second, ec) == protected_dir) continue;
+    log::info("removing old checkpoint '{}'", steps[i].second.string());
+    std::error_code rm;
+    fs::remove_all(steps[i].second, rm);
+    if (rm) log::warn("cannot remove old checkpoint '{}': {}", steps[i].second.string(), rm.message());
+  }
+}
+
+CheckpointContents CheckpointStore::load(const std::string& dir) {
+  const fs::path d(dir);
+  CheckpointContents c;
+  c.model = ckpt::read_safetensors((d / "model.safetensors").string());
+  c.optimizer = ckpt::read_safetensors((d / "optimizer.safetensors").string());
+  if (fs::exists(d / "extra.safetensors")) c.extra = ckpt::read_safetensors((d / "extra.safetensors").string());
+  c.params_json = read_text(d / "params.json");
+  c.train_state_json = read_text(d / "train_state.json");
+  return c;
+}
+
+std::vector<std::string> consolidate(const std::string& step_dir) {
+  CheckpointStore::verify(step_dir);
+  const fs::path d(step_dir);
+  const config::ModelArgs args = ckpt::read_model_args(step_dir);
+  const ckpt::TensorMap master = ckpt::read_safetensors((d / "model.safetensors").string());
+  ckpt::TensorMap out;
+  for (const auto& [name, t] : master) {
+    if (name == "output.tied_module.weight" || (args.weight_tying && name == "output.weight")) continue;
+    out.insert(name, t.is_floating_point() ? t.to(at::kFloat) : t);
+  }
+  const std::string st = (d / "consolidated.safetensors").string(), pth = (d / "consolidated.pth").string();
+  // safetensors refuses shared tensors (the Python library raises on them): the tied duplicate goes only in the .pth.
+  ckpt::write_safetensors(out, st);
+  if (args.weight_tying) {
+    const at::Tensor* emb = out.find("tok_embeddings.weight");
+    if (!emb)
+      throw ckpt::CheckpointError("'" + (d / "model.safetensors").string() +
+                                  "' has no tok_embeddings.weight, but params.json ties the output to it.");
+    // PLM's TiedLinear: state_dict() lists the embedding again as output.tied_module.weight (same storage).
+    out.insert("output.tied_module.weight", *emb);
+  }
+  ckpt::save_torch_state_dict(out, pth);
+  fsync_dir(d);
+  return {st, pth};
+}
+
+}  // namespace plm::train

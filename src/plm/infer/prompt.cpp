@@ -1,0 +1,64 @@
+#include "plm/infer/prompt.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "plm/config/load.h"
+#include "plm/infer/infer_error.h"
+#include "plm/text/conversation.h"
+
+namespace plm::infer {
+namespace fs = std::filesystem;
+
+CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const config::ModelArgs& model) {
+  const fs::path dir = fs::is_directory(ckpt_path) ? fs::path(ckpt_path) : fs::path(ckpt_path).parent_path();
+  config::Source source;
+  const fs::path params = dir / "params.json";
+  if (fs::exists(params)) {
+    std::ifstream in(params);
+    std::stringstream text;
+    text << in.rdbuf();
+    // JSON is YAML: the config loader types the data section (the model section is already loaded).
+    const YAML::Node root = YAML::Load(text.str());
+    if (root["data"]) {
+      source.root["data"] = root["data"];
+      source.origin["data"] = params.string();
+    }
+  }
+  config::TrainArgs args = config::load_source(std::move(source)).args;
+  args.model = model;
+  CheckpointSettings out;
+  out.preprocess = data::PreprocessOptions::from(args);
+  out.preprocess.conversation_format = "plm_sft";  // generate.py always uses the plmchat default
+  if (args.data.tokenizer_path) {
+    const fs::path p(*args.data.tokenizer_path);
+    out.tokenizer_path = fs::exists(p) ? p.string() : (dir / p).string();
+  } else if (fs::exists(dir / "tokenizer.model")) {
+    out.tokenizer_path = (dir / "tokenizer.model").string();
+  }
+  return out;
+}
+
+PromptEncoder::PromptEncoder(std::shared_ptr<const text::Tokenizer> tokenizer, data::PreprocessOptions options)
+    : preprocessor_(std::move(tokenizer), std::move(options)) {}
+
+data::SampleMedia PromptEncoder::load_media(const Prompt& prompt) const {
+  if (!prompt.images.empty() && prompt.video)
+    throw GenerateError("bad_prompt", "a prompt takes images or a video, not both (video '" + *prompt.video + "').");
+  data::Sample sample;
+  sample.images = prompt.images;
+  sample.video = prompt.video;
+  data::SampleMedia media = preprocessor_.load_media(sample, "");
+  if (media.type == text::MediaType::text) media.pixels = at::Tensor();  // no placeholder image at inference
+  return media;
+}
+
+PreparedPrompt PromptEncoder::encode(const std::string& question, const data::SampleMedia& media) const {
+  const int64_t chunks = media.pixels.defined() ? media.pixels.size(0) : 0;
+  const std::string prompt = text::generation_prompt(text::ConversationFormat::named(options().conversation_format),
+                                                     question, chunks, options().tokens_per_chunk());
+  return {tokenizer().encode(prompt), media.pixels};
+}
+
+}  // namespace plm::infer

@@ -1,0 +1,86 @@
+// Training checkpoints on disk (plm-spec 6, issue "Trainer" item 4): one folder per optimizer step,
+// `{checkpoint.path}/{step:010d}/`, written under a temporary name and renamed into place, with a manifest of
+// checksums written last, so a folder either verifies completely or is passed over with a reason.
+//
+// Folder contents (single process; the sharded layout extends it with per-rank files):
+//   model.safetensors      fp32 master weights, PLM's parameter names (plm-spec 1.6)
+//   optimizer.safetensors  AdamW state ("<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step")
+//   extra.safetensors      whatever else resumes exactly: partially accumulated gradients, RNG states (optional)
+//   params.json            the whole resolved TrainArgs, as PLM writes it
+//   train_state.json       step, acc_step, scheduler, data-loader state, ... (the trainer's JSON, kept verbatim)
+//   manifest.json          {"format": "plm-checkpoint-1", "step": N, "files": {name: {"bytes": n, "crc32": c}}}
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plm/ckpt/safetensors.h"
+#include "plm/config/args.h"
+
+namespace plm::train {
+
+/// What one checkpoint holds.
+struct CheckpointContents {
+  ckpt::TensorMap model;
+  ckpt::TensorMap optimizer;
+  ckpt::TensorMap extra;         // may be empty (then no extra.safetensors is written)
+  std::string params_json;       // the whole TrainArgs
+  std::string train_state_json;  // the trainer's state
+};
+
+class CheckpointStore {
+ public:
+  /// `root` = checkpoint.path (created if missing). `dump` and `eval` give the retention rules of clean_up().
+  CheckpointStore(std::string root, config::SaveEvery dump, config::SaveEvery eval);
+
+  /// The folder of `step`: root/0000000500.
+  std::string step_dir(int64_t step) const;
+
+  /// Writes every file into root/.tmp-<step>-<pid>/, fsyncs them, writes manifest.json last (byte sizes and CRC-32
+  /// of every other file), renames the folder onto step_dir(step) (replacing an existing folder of that step) and
+  /// returns it. Throws ckpt::CheckpointError naming the path on I/O errors; the temporary folder is removed.
+  /// The checksums are computed by reading each file back after it was flushed. An existing folder is first
+  /// renamed aside (to .tmp-<step>-<pid>.old) and removed after the new one is in place: a crash in between leaves
+  /// no folder for `step`, and the next run resumes from an older one.
+  std::string save(int64_t step, const CheckpointContents& contents) const;
+
+  /// The newest step folder that verifies, or nullopt. Every newer folder that does not verify is reported with
+  /// plm::log::warn, naming it and saying why (missing manifest, missing file, size or checksum mismatch).
+  /// Leftover temporary folders (`.tmp-*`) are ignored and removed; other non-numeric entries are left alone.
+  /// Verifying reads every byte of each folder it tries.
+  std::optional<std::string> newest_complete() const;
+
+  /// Applies the retention rules after a save: among the step folders, those with step % dump.every == 0 keep the
+  /// newest dump.keep (0 = all), those with step % eval.every == 0 keep the newest eval.keep (0 = all), others are
+  /// kept; a folder survives if any rule keeps it. `protect` (the folder just written) always survives. A rule
+  /// with every <= 0 matches nothing. Damaged folders count like any other. A folder that cannot be removed is
+  /// reported with plm::log::warn (clean_up does not throw for it).
+  void clean_up(const std::string& protect) const;
+
+  /// Throws ckpt::CheckpointError saying why `dir` is not a complete checkpoint (see newest_complete()).
+  static void verify(const std::string& dir);
+
+  /// Reads a verified folder (verify() first). Tensors are memory-mapped (ckpt::read_safetensors).
+  static CheckpointContents load(const std::string& dir);
+
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+  config::SaveEvery dump_, eval_;
+};
+
+/// `plm consolidate STEP_DIR`: writes STEP_DIR/consolidated.safetensors and STEP_DIR/consolidated.pth, flat fp32
+/// state dicts with PLM's names taken from STEP_DIR/model.safetensors (spec 6.2), and keeps params.json beside them.
+/// When params.json ties the weights, the .pth also holds PLM's duplicate `output.tied_module.weight` (sharing
+/// tok_embeddings.weight's storage, saved once) so PLM's Python tools load it strictly; the .safetensors leaves it
+/// out (the safetensors library refuses shared tensors; ckpt::read_native_weights skips it anyway).
+/// ckpt::load_model(STEP_DIR) then loads the model (it prefers model.safetensors, the same tensors, while that is
+/// there); params.json + consolidated.pth alone is PLM's release layout. The manifest is left as it is (it does
+/// not list the consolidated files). Returns the paths written. Throws ckpt::CheckpointError when the folder does
+/// not verify, and ConfigError when params.json's model section does not load.
+std::vector<std::string> consolidate(const std::string& step_dir);
+
+}  // namespace plm::train

@@ -1,0 +1,137 @@
+#include "plm/train/metrics.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <ctime>
+#include <stdexcept>
+
+#include "plm/common/log.h"
+
+namespace plm::train {
+
+FlopCounter::FlopCounter(const model::PerceptionLMImpl& m) {
+  const auto& a = m.args;
+  const auto& d = m.dims;
+  const bool vision_trains = m.vision_model && !a.freeze_vision_model;
+  int64_t decoder = 0, vision = 0, projector = 0;
+  for (const auto& p : m.named_parameters()) {
+    const std::string& name = p.key();
+    const int64_t n = p.value().numel();
+    all_params_ += static_cast<double>(n);
+    if (name.rfind("vision_model.", 0) == 0)
+      vision += n;
+    else if (name.rfind("vision_projector.", 0) == 0)
+      projector += n;
+    else if (name != "tok_embeddings.weight" && name != "output.weight")
+      decoder += n;  // the embedding is a lookup; the output layer is counted per loss token
+  }
+  decoder_weights_ = static_cast<double>(decoder);
+  // A frozen decoder still back-propagates to the projector below it (2 of the 6).
+  decoder_m_ = a.freeze_language_model ? (m.vision_model ? 4 : 2) : 6;
+  attention_per_len_ = 2.0 * static_cast<double>(d.n_layers * d.n_heads * d.head_dim);
+  vocab_dim_ = static_cast<double>(d.vocab_size * d.dim);
+  layers_dim_ = static_cast<double>(d.n_layers * d.dim);
+  if (m.vision_model) {
+    const auto& v = *a.vision_model;
+    const double grid = static_cast<double>(v.image_size / v.patch_size);
+    const double patches = grid * grid, tokens = patches + (v.use_cls_token ? 1 : 0);
+    const double mv = vision_trains ? 6 : 2;
+    vision_per_tile_ = mv * static_cast<double>(vision) * tokens +
+                       mv * 2.0 * static_cast<double>(v.layers * v.width) * tokens * tokens +
+                       6.0 * static_cast<double>(projector) * patches;
+  }
+}
+
+double FlopCounter::step_flops(int64_t tokens, int64_t seq_len, int64_t loss_tokens, int64_t tiles) const {
+  const double per_token = decoder_m_ * (decoder_weights_ + attention_per_len_ * static_cast<double>(seq_len));
+  return per_token * static_cast<double>(tokens) + decoder_m_ * vocab_dim_ * static_cast<double>(loss_tokens) +
+         vision_per_tile_ * static_cast<double>(tiles);
+}
+
+double FlopCounter::plm_flops_per_token(int64_t seq_len) const {
+  const int64_t attention = 4 * static_cast<int64_t>(layers_dim_) * seq_len / 2;
+  return 6.0 * (all_params_ - vocab_dim_) + 3.5 * static_cast<double>(attention);
+}
+
+namespace {
+
+double cuda_peak(const std::string& name, at::ScalarType dtype) {
+  const bool half = dtype != at::kFloat;
+  for (const char* big : {"H100", "H200", "H800", "GH200"})
+    if (name.find(big) != std::string::npos) return half ? 989.4e12 : 66.9e12;
+  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos)
+    return half ? 312e12 : 19.5e12;
+  return 0;
+}
+
+double measured_matmul_rate(at::ScalarType dtype) {
+  const int64_t n = 2048;  // large enough for BLAS to reach its plateau (512 gives a third of it)
+  // Constant operands: timing must not draw from the global generator (DropPath and exact resume rely on it).
+  const at::Tensor a = at::full({n, n}, 0.5, at::TensorOptions().dtype(dtype)), b = a.clone();
+  at::mm(a, b);  // warm-up
+  int reps = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0;
+  while (seconds < 0.5 || reps < 2) {
+    at::mm(a, b);
+    ++reps;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return 2.0 * static_cast<double>(n * n * n) * reps / seconds;
+}
+
+}  // namespace
+
+double peak_flops(const std::optional<double>& configured_tflops, const at::Device& device, at::ScalarType dtype,
+                  std::string* source) {
+  if (configured_tflops) {
+    *source = "logging.peak_tflops";
+    return *configured_tflops * 1e12;
+  }
+  if (device.is_cuda()) {
+    // The device name comes from the CUDA build (dist/ or runtime); without it, fall back to measuring.
+    *source = "unknown CUDA device; set logging.peak_tflops";
+    return 0;
+  }
+  *source = std::string("measured ") + c10::toString(dtype) + " 2048x2048 matmul rate on this CPU";
+  return measured_matmul_rate(dtype);
+}
+
+MemoryStats memory_stats(const at::Device& device) {
+  MemoryStats s;
+  if (device.is_cpu()) {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    s.max_active_gib = s.max_reserved_gib = static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+  }
+  return s;
+}
+
+void reset_peak_memory(const at::Device&) {}
+
+MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app), path_(path) {
+  if (!out_) throw std::runtime_error("cannot open '" + path + "' for appending metrics.");
+}
+
+void MetricsWriter::write(nlohmann::json record) {
+  out_ << record.dump() << "\n";
+  out_.flush();
+  if (!out_) log::warn("could not write to '{}'", path_);
+}
+
+std::string utc_timestamp() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  const size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof(out), "%.*s.%06lld+00:00", static_cast<int>(n), buf, static_cast<long long>(micros));
+  return out;
+}
+
+}  // namespace plm::train

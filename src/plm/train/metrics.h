@@ -1,0 +1,68 @@
+// What the trainer measures and reports (plm-spec 5.5 plus MFU): the FLOP model, the device's peak, memory, and
+// the dump_dir/metrics.jsonl writer.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "plm/model/perception_lm.h"
+
+namespace plm::train {
+
+/// Model FLOPs of one training step, counted from the shapes that were computed:
+/// - decoder, per token: m * N_blocks + m * 2 * L * H * hd * S, where N_blocks counts the blocks' and final norm's
+///   weights (the embedding is a lookup), S = the row length, and the attention term is torchtitan's
+///   12 * L * H * hd * S at m = 6;
+/// - output layer: m * V * dim per loss token (plm applies it only where the loss is taken);
+/// - vision tower, per tile of T tokens (patches + CLS): m * N_vis * T + m * 2 * L_v * width * T^2 (bidirectional
+///   attention, as torchtitan counts it);
+/// - projector, per tile: 6 * N_proj * T' (both linears run on every patch token T', before pooling).
+/// m = 6 for a trained part, 4 for a frozen part that gradients pass through (the decoder at stage 1: the projector
+/// below it trains), 2 for a frozen part with nothing trainable below it (the vision tower at stage 1). PLM's own
+/// `speed/FLOPS` uses 6 * (N - V * dim) + 3.5 * (4 * L * S * dim // 2) per token for every part; we report both.
+class FlopCounter {
+ public:
+  explicit FlopCounter(const model::PerceptionLMImpl& model);
+  /// FLOPs of a micro-batch that computed `tokens` decoder positions in rows of length `seq_len`, `loss_tokens`
+  /// output positions and `tiles` vision tiles.
+  double step_flops(int64_t tokens, int64_t seq_len, int64_t loss_tokens, int64_t tiles) const;
+  /// PLM's flops_per_token (plm-spec 5.5) for rows of `seq_len`.
+  double plm_flops_per_token(int64_t seq_len) const;
+
+ private:
+  double decoder_weights_ = 0, decoder_m_ = 6, attention_per_len_ = 0;
+  double vision_per_tile_ = 0, all_params_ = 0, vocab_dim_ = 0, layers_dim_ = 0;
+};
+
+/// The peak FLOP/s MFU divides by: logging.peak_tflops when set; for a CUDA device its dense bf16 (or fp32) peak
+/// from the device name (H100/H200: 989 TFLOP/s bf16, A100: 312); on the CPU a matrix multiply in `dtype` timed
+/// (2048 x 2048, at least 0.5 s) at start-up with the configured threads (an achievable rate, not a datasheet number). `source` says which.
+double peak_flops(const std::optional<double>& configured_tflops, const at::Device& device, at::ScalarType dtype,
+                  std::string* source);
+
+/// Peak memory since the last reset, GiB: on CUDA the allocator's max allocated/reserved; on CPU the process's
+/// peak resident set (both fields). reset_peak_memory() starts a new window (CUDA only; RSS peaks cannot reset).
+struct MemoryStats {
+  double max_active_gib = 0, max_reserved_gib = 0, total_gib = 0;
+};
+MemoryStats memory_stats(const at::Device& device);
+void reset_peak_memory(const at::Device& device);
+
+/// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only).
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);
+  void write(nlohmann::json record);
+
+ private:
+  std::ofstream out_;
+  std::string path_;
+};
+
+/// "2026-11-26T08:15:32.123456+00:00", as Python's datetime.now(timezone.utc).isoformat().
+std::string utc_timestamp();
+
+}  // namespace plm::train

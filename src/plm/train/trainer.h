@@ -1,0 +1,67 @@
+// `plm train`: one PLM stage from a recipe (plm-spec 5.2), on one process. The loop, per optimizer step:
+//   1. read the step's grad_acc_steps micro-batches (their loss-token counts are needed before the first backward
+//      under global_tokens);
+//   2. per micro-batch: loss (fp32 cross-entropy, mean over its loss tokens) scaled by the loss normalisation, backward
+//      in the compute dtype, gradients added into the fp32 masters;
+//   3. global-norm clipping, the NaN/inf guard, AdamW at lr(k) = optim.lr * m(k - 1) (so the first update runs at
+//      lr 0, as PLM's LambdaLR does), masters published to the model;
+//   4. metrics every logging.freq steps, a checkpoint every checkpoint.dump.every / checkpoint.eval.every steps.
+// Loss normalisation (optim.loss_normalization):
+//   reference:     loss_i / grad_acc_steps, loss_i = the micro-batch's token mean (PLM; micro-batches with fewer
+//                  loss tokens weigh more per token);
+//   global_tokens: sum of the micro-batch's token losses / the loss tokens of the whole step, so batch 4 x 1 step,
+//                  2 x 2 and 1 x 4 give the same update.
+// Resume is exact: a checkpoint holds the fp32 masters, AdamW state, the step and acc_step, the data position, the
+// CPU RNG (DropPath) and, when saved inside an accumulation window (a stop signal), the partly accumulated fp32
+// gradients with the data position of the window's start; the window's first acc_step micro-batches are then read
+// again but not recomputed.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "plm/config/args.h"
+#include "plm/model/perception_lm.h"
+#include "plm/train/precision.h"
+
+namespace plm::train {
+
+struct TrainOutcome {
+  int64_t step = 0;
+  bool stopped = false;    // by a signal or request_stop(), after saving
+  std::string checkpoint;  // the last folder written ("" if none)
+};
+
+class Trainer {
+ public:
+  /// Validates `args` for training (dump_dir set, dtype, tokenizer vs vocabulary), creates dump_dir with config.yaml
+  /// and train.log, builds the data pipeline, the model (model.seed init, or checkpoint.init_ckpt_path /
+  /// vision_model_path), freezing, mixed precision and AdamW, and resumes from the newest complete checkpoint under
+  /// checkpoint.path (default dump_dir/checkpoints), reporting any it passes over. Throws config::ConfigError,
+  /// ckpt::CheckpointError or text::TokenizerError with one sentence naming the key or file.
+  explicit Trainer(config::TrainArgs args);
+  ~Trainer();
+
+  /// Trains until `steps`, saving on schedule and at the end. A stop signal (train/signals.h) or request_stop()
+  /// saves at the end of the current micro-batch and returns with stopped = true. A non-finite loss or gradient
+  /// norm throws std::runtime_error naming the step and samples under nan_policy abort (skip: the update is dropped
+  /// and the run goes on).
+  TrainOutcome run();
+
+  /// Asks run() to save and return after the current micro-batch (thread-safe).
+  void request_stop();
+
+  /// Called after every micro-batch with (optimizer step, micro-batches done in this step); tests use it.
+  std::function<void(int64_t step, int64_t acc_step)> on_micro_batch;
+
+  model::PerceptionLMImpl& model();
+  const MasterWeights& masters() const;
+  int64_t step() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace plm::train

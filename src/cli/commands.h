@@ -34,5 +34,7 @@ void add_generate_command(CLI::App& app, int& exit_code);
 /// `plm eval ...`.
 void add_eval_command(CLI::App& app, int& exit_code);
 
+/// `plm launch --nproc-per-node N [--master-port P] (RECIPE [k=v ...] | -- SUBCOMMAND ...)` and `plm dist check`.
+void add_launch_command(CLI::App& app, int& exit_code);
 
 }  // namespace plm::cli

@@ -246,6 +246,9 @@ struct DistributedArgs {
   bool detect_anomaly = false;
   int64_t compile_cache_size_limit = 8;
   std::string spawn_method = "forkserver";
+  // plm addition: seconds the rendezvous and each collective wait for the other ranks before failing with a message
+  // naming the rank that stopped (PLM relies on NCCL's default timeout).
+  int64_t timeout_s = 600;
 
   template <class V>
   void visit(V& v) {
@@ -261,6 +264,7 @@ struct DistributedArgs {
     v("detect_anomaly", detect_anomaly);
     v("compile_cache_size_limit", compile_cache_size_limit, "torch.compile is Python-only");
     v("spawn_method", spawn_method, "plm's data workers are threads, not Python processes");
+    v("timeout_s", timeout_s);
   }
 };
 

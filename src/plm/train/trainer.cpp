@@ -20,6 +20,7 @@
 #include "plm/config/emit.h"
 #include "plm/config/source.h"
 #include "plm/data/pipeline.h"
+#include "plm/dist/env.h"
 #include "plm/eval/validation.h"
 #include "plm/model/init.h"
 #include "plm/train/adamw.h"
@@ -106,6 +107,12 @@ void Trainer::Impl::setup() {
   if (args.dump_dir.empty())
     throw config::ConfigError("dump_dir is not set: training writes its checkpoints, metrics and logs there.");
   compute = compute_dtype(args.distributed.model_dtype);
+  // Until the sharded trainer lands, N processes would be N copies of one run writing to one dump_dir.
+  if (const dist::LaunchEnv env = dist::launch_env(); env.world_size > 1)
+    throw config::ConfigError("this is rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+                              " (" + dist::launcher_name(env.launcher) +
+                              "), but plm train runs one process for now: multi-process training is not "
+                              "implemented yet; launch a single process.");
   if (args.grad_acc_steps < 1) throw config::ConfigError("grad_acc_steps must be at least 1.");
   apply_environment(args.env, device.is_cpu());
   fs::create_directories(args.dump_dir);

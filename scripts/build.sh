@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Release build into build/ (binary: build/plm). Extra arguments go to CMake's configure step,
-# e.g. scripts/build.sh -DPLM_CUDA=ON or -DCMAKE_PREFIX_PATH=/path/to/libtorch.
+# e.g. scripts/build.sh -DPLM_CUDA=ON or -DCMAKE_PREFIX_PATH=/path/to/libtorch. PLM_BUILD_TARGET=plm builds only
+# the binary (no tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
@@ -9,4 +10,4 @@ export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_f
 generator=()
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
 cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" "$@" >/dev/null
-cmake --build "$BUILD_DIR" --parallel "${PLM_BUILD_JOBS:-$(nproc)}"
+cmake --build "$BUILD_DIR" --parallel "${PLM_BUILD_JOBS:-$(nproc)}" ${PLM_BUILD_TARGET:+--target "$PLM_BUILD_TARGET"}

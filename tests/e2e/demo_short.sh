@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `scripts/demo.sh --short` end to end: make-demo, the three chained stages, consolidate, eval, generate and the
+# plot, then checks the JSON summary: colour_mcq (the task the short run trains on) well above its chance of 0.25
+# on the held-out test split, the three stages' checkpoints, and the PNG.
+# Usage: tests/e2e/demo_short.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+[ -x "$PY" ] || { echo "FAIL: $PY missing: run scripts/setup.sh"; exit 1; }
+
+scripts/demo.sh --short --plm "$PLM" --out "$tmp/demo" > "$tmp/demo.log" 2>&1 || { tail -30 "$tmp/demo.log"; fail "scripts/demo.sh --short exited non-zero"; }
+last="$(tail -n 1 "$tmp/demo.log")"
+echo "$last"
+"$PY" - "$last" <<'PY' || fail "the summary line does not show learning: $last"
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["demo"] == "short", j
+acc, chance = j["accuracy"]["colour_mcq"], j["chance"]["colour_mcq"]
+assert chance == 0.25 and acc >= 0.6, f"colour_mcq accuracy {acc} is not well above chance {chance}"
+assert j["seconds"] < 300, f"the short demo took {j['seconds']} s"
+PY
+for s in 1 2 3; do
+  ls "$tmp"/demo/stage$s/checkpoints/*/consolidated.safetensors >/dev/null 2>&1 || fail "stage $s has no consolidated checkpoint"
+done
+grep -q "initialised from $tmp/demo/stage2/checkpoints/" "$tmp/demo/stage3/train.log" || fail "stage 3 did not start from stage 2"
+[ -s "$tmp/demo/curves.png" ] || fail "no curves.png"
+grep -q "==== prompt 1" "$tmp/demo.log" || fail "plm generate printed no answer"
+[ "$failures" -eq 0 ] && echo "OK" || { echo "$failures failure(s)"; exit 1; }

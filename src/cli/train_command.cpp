@@ -46,8 +46,7 @@ int train(const TrainOptions& o) {
       log::info("stopped by {} at step {}; resume with the same command", train::stop_signal() ? "a signal" : "request",
                 out.step);
       requeue_if_preempted();
-    }
-    else
+    } else
       log::info("finished at step {}; last checkpoint {}", out.step, out.checkpoint);
   } catch (const std::runtime_error& e) {
     log::error("{}", e.what());

@@ -32,23 +32,36 @@ void write_toy_data(const Scratch& s) {
     s.write("media/" + std::to_string(i) + ".ppm", ppm);
     jsonl += R"({"image": ")" + std::to_string(i) +
              R"(.ppm", "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"}, )"
-             R"({"from": "assistant", "value": ")" + names[c] + "\"}]}\n";
+             R"({"from": "assistant", "value": ")" +
+             names[c] + "\"}]}\n";
     if (i % 3 == 0)
       jsonl += R"({"conversations": [{"from": "human", "value": "Count to )" + std::to_string(i % 5 + 1) +
-               R"("}, {"from": "assistant", "value": "one two three four five"}]})" "\n";
+               R"("}, {"from": "assistant", "value": "one two three four five"}]})"
+               "\n";
   }
   s.write("train.jsonl", jsonl);
   s.write("datasets.yaml", "toy:\n  annotation: " + s.path("train.jsonl") + "\n  root_dir: " + s.path("media") + "\n");
 }
 
 config::TrainArgs toy_args(const Scratch& s, const std::string& dump, std::vector<std::string> overrides) {
-  std::vector<std::string> base = {
-      "dump_dir=" + s.path(dump), "steps=4", "optim.lr=0.002", "optim.warmup=1", "logging.freq=1",
-      "checkpoint.dump.every=2", "checkpoint.dump.keep=0", "data.datamix=toy:1",
-      "data.registry=" + s.path("datasets.yaml"),
-      "data.tokenizer_path=" PLM_SOURCE_DIR "/tests/fixtures/llama3/tokenizer.model", "data.batch_size=2",
-      "data.num_workers=2", "data.image_res=56", "data.max_num_tiles=1", "data.vision_input_type=vanilla",
-      "data.conversation_format=plm_sft", "model.max_seqlen=96", "distributed.model_dtype=fp32"};
+  std::vector<std::string> base = {"dump_dir=" + s.path(dump),
+                                   "steps=4",
+                                   "optim.lr=0.002",
+                                   "optim.warmup=1",
+                                   "logging.freq=1",
+                                   "checkpoint.dump.every=2",
+                                   "checkpoint.dump.keep=0",
+                                   "data.datamix=toy:1",
+                                   "data.registry=" + s.path("datasets.yaml"),
+                                   "data.tokenizer_path=" PLM_SOURCE_DIR "/tests/fixtures/llama3/tokenizer.model",
+                                   "data.batch_size=2",
+                                   "data.num_workers=2",
+                                   "data.image_res=56",
+                                   "data.max_num_tiles=1",
+                                   "data.vision_input_type=vanilla",
+                                   "data.conversation_format=plm_sft",
+                                   "model.max_seqlen=96",
+                                   "distributed.model_dtype=fp32"};
   base.insert(base.end(), overrides.begin(), overrides.end());
   return config::load_config(PLM_SOURCE_DIR "/configs/models/tiny.yaml", base).args;
 }
@@ -72,9 +85,12 @@ void require_identical(const std::map<std::string, at::Tensor>& a, const std::ma
 TEST_CASE("resume is bit-exact at a step boundary and inside an accumulation window") {
   Scratch s("plm_trainer");
   write_toy_data(s);
-  const std::vector<std::string> hard = {"distributed.model_dtype=bf16", "distributed.full_activation_checkpointing=true",
-                                         "model.vision_model.drop_path=0.2", "model.vision_model.ls_init_value=0.1",
-                                         "grad_acc_steps=3", "steps=5"};
+  const std::vector<std::string> hard = {"distributed.model_dtype=bf16",
+                                         "distributed.full_activation_checkpointing=true",
+                                         "model.vision_model.drop_path=0.2",
+                                         "model.vision_model.ls_init_value=0.1",
+                                         "grad_acc_steps=3",
+                                         "steps=5"};
   auto full_args = toy_args(s, "full", hard);
   train::Trainer full(full_args);
   const auto done = full.run();
@@ -180,8 +196,9 @@ TEST_CASE("the tiny model learns the toy task and frozen parts stay put") {
   CHECK(last < 0.5 * first);
 
   // Stage 1 freezing: only the projector moves.
-  train::Trainer frozen(toy_args(s, "frozen", {"model.freeze_language_model=true", "model.freeze_vision_model=true",
-                                               "optim.warmup=0", "steps=2"}));
+  train::Trainer frozen(
+      toy_args(s, "frozen",
+               {"model.freeze_language_model=true", "model.freeze_vision_model=true", "optim.warmup=0", "steps=2"}));
   const auto start = weights(frozen);
   frozen.run();
   const auto end = weights(frozen);

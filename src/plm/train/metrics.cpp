@@ -60,8 +60,7 @@ double cuda_peak(const std::string& name, at::ScalarType dtype) {
   const bool half = dtype != at::kFloat;
   for (const char* big : {"H100", "H200", "H800", "GH200"})
     if (name.find(big) != std::string::npos) return half ? 989.4e12 : 66.9e12;
-  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos)
-    return half ? 312e12 : 19.5e12;
+  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos) return half ? 312e12 : 19.5e12;
   return 0;
 }
 
@@ -123,8 +122,7 @@ void MetricsWriter::write(nlohmann::json record) {
 std::string utc_timestamp() {
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  const auto micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;
+  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];

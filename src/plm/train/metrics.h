@@ -39,7 +39,8 @@ class FlopCounter {
 
 /// The peak FLOP/s MFU divides by: logging.peak_tflops when set; for a CUDA device its dense bf16 (or fp32) peak
 /// from the device name (H100/H200: 989 TFLOP/s bf16, A100: 312); on the CPU a matrix multiply in `dtype` timed
-/// (2048 x 2048, at least 0.5 s) at start-up with the configured threads (an achievable rate, not a datasheet number). `source` says which.
+/// (2048 x 2048, at least 0.5 s) at start-up with the configured threads (an achievable rate, not a datasheet number).
+/// `source` says which.
 double peak_flops(const std::optional<double>& configured_tflops, const at::Device& device, at::ScalarType dtype,
                   std::string* source);
 

@@ -6,8 +6,8 @@ MasterWeights::MasterWeights(model::PerceptionLMImpl& model, at::ScalarType comp
   at::NoGradGuard no_grad;
   for (auto& p : model.named_parameters()) {
     at::Tensor param = p.value();
-    TORCH_CHECK(param.scalar_type() == at::kFloat, "mixed precision starts from fp32 parameters; '", p.key(),
-                "' is ", param.scalar_type());
+    TORCH_CHECK(param.scalar_type() == at::kFloat, "mixed precision starts from fp32 parameters; '", p.key(), "' is ",
+                param.scalar_type());
     at::Tensor master = param;
     if (compute_ != at::kFloat) {
       master = param.detach().clone();

@@ -37,8 +37,8 @@ class MasterWeights {
 
  private:
   NamedTensors masters_, trainable_;
-  std::vector<at::Tensor> model_params_;        // parallel to masters_
-  std::vector<size_t> trainable_index_;         // indices into masters_
+  std::vector<at::Tensor> model_params_;  // parallel to masters_
+  std::vector<size_t> trainable_index_;   // indices into masters_
   at::ScalarType compute_;
 };
 

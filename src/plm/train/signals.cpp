@@ -8,7 +8,9 @@ namespace {
 
 std::atomic<int> received{0};
 
-extern "C" void on_stop_signal(int signal) { received.store(signal); }
+extern "C" void on_stop_signal(int signal) {
+  received.store(signal);
+}
 
 }  // namespace
 
@@ -20,8 +22,12 @@ void install_stop_signals() {
   for (const int s : {SIGTERM, SIGUSR1, SIGUSR2}) sigaction(s, &action, nullptr);
 }
 
-int stop_signal() { return received.load(); }
+int stop_signal() {
+  return received.load();
+}
 
-void clear_stop_signal() { received.store(0); }
+void clear_stop_signal() {
+  received.store(0);
+}
 
 }  // namespace plm::train

@@ -11,8 +11,8 @@
 namespace plm::train {
 
 struct Position {
-  int64_t step = 0;      // optimizer steps done
-  int64_t acc_step = 0;  // micro-batches of the current step already in the accumulated gradients
+  int64_t step = 0;               // optimizer steps done
+  int64_t acc_step = 0;           // micro-batches of the current step already in the accumulated gradients
   std::string window_data_state;  // the data loader's state at the start of the current step ("" = the beginning)
   double window_loss_sum = 0;     // sum over the done micro-batches of (token-mean loss x loss tokens)
   int64_t window_loss_tokens = 0;

@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -37,7 +37,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 at::ScalarType compute_dtype(const std::string& name) {
   if (name == "bf16") return at::kBFloat16;
@@ -100,7 +102,6 @@ struct Trainer::Impl {
   void validate();
   void restore(const std::string& dir);
   void log_step(const StepRecord& r);
-  model::ModelInputs inputs(const data::Batch& b) const;
 };
 
 void Trainer::Impl::setup() {
@@ -126,8 +127,7 @@ void Trainer::Impl::setup() {
   const int64_t n_words = pipeline.tokenizer->vocab_size();
   if (n_words > args.model.vocab_size)
     throw config::ConfigError("model.vocab_size is " + std::to_string(args.model.vocab_size) + " but the tokenizer '" +
-                              args.data.tokenizer_path.value_or("") + "' has " + std::to_string(n_words) +
-                              " tokens.");
+                              args.data.tokenizer_path.value_or("") + "' has " + std::to_string(n_words) + " tokens.");
 
   at::manual_seed(static_cast<uint64_t>(args.seed));
   model = model::PerceptionLM(args.model);
@@ -180,17 +180,6 @@ void Trainer::Impl::validate() {
             v.tokens, v.batches, v.seconds);
 }
 
-model::ModelInputs Trainer::Impl::inputs(const data::Batch& b) const {
-  model::ModelInputs in;
-  in.tokens = b.input_ids.to(device);
-  if (model->vision_model && b.images.defined()) {
-    in.images = b.images.to(device).to(compute);  // FSDP casts floating inputs: pixels are rounded to bf16
-    in.image_mask = (b.image_pos_index >= 0).to(device);
-    in.chunk_has_text = b.chunk_has_text.to(device);
-  }
-  return in;
-}
-
 std::string Trainer::Impl::save() {
   CheckpointContents c;
   for (const auto& [name, t] : masters->all()) c.model.insert(name, t.detach());
@@ -219,9 +208,8 @@ void Trainer::Impl::restore(const std::string& dir) {
   for (const auto& [name, master] : masters->all()) {
     const at::Tensor* t = c.model.find(name);
     if (!t || !t->sizes().equals(master.sizes()))
-      throw ckpt::CheckpointError("checkpoint '" + dir + "' " +
-                                  (t ? "has another shape for '" : "has no tensor '") + name +
-                                  "': it was written by a run with another model configuration.");
+      throw ckpt::CheckpointError("checkpoint '" + dir + "' " + (t ? "has another shape for '" : "has no tensor '") +
+                                  name + "': it was written by a run with another model configuration.");
     const_cast<at::Tensor&>(master).copy_(*t);
   }
   optimizer->load_state(NamedTensors(c.optimizer.begin(), c.optimizer.end()));
@@ -240,9 +228,9 @@ void Trainer::Impl::restore(const std::string& dir) {
 void Trainer::Impl::log_step(const StepRecord& r) {
   const double elapsed = std::max(1e-9, seconds_since(window.start));
   const MemoryStats mem = memory_stats(device);
-  const double total_gib =
-      mem.total_gib > 0 ? mem.total_gib
-                        : static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / (1 << 30);
+  const double total_gib = mem.total_gib > 0
+                               ? mem.total_gib
+                               : static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / (1 << 30);
   const double model_flops_per_s = window.model_flops / elapsed;
   json j;
   j["global_step"] = pos.step;
@@ -273,14 +261,16 @@ void Trainer::Impl::log_step(const StepRecord& r) {
   j["created_at"] = utc_timestamp();
   metrics->write(j);
 
-  const double per_step = seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, pos.step - run_start_step));
+  const double per_step =
+      seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, pos.step - run_start_step));
   const auto eta = static_cast<int64_t>(per_step * static_cast<double>(args.steps - pos.step));
-  log::info("step {}/{} | loss {:.4f} | grad {:.3f} | lr {:.3e} | {:.0f} tok/s ({:.0f} loss) | {:.2f} samples/s | "
-            "iter {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
-            pos.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(window.tokens) / elapsed,
-            static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed,
-            r.iter_seconds, r.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a",
-            mem.max_active_gib, eta / 3600, eta / 60 % 60, eta % 60);
+  log::info(
+      "step {}/{} | loss {:.4f} | grad {:.3f} | lr {:.3e} | {:.0f} tok/s ({:.0f} loss) | {:.2f} samples/s | "
+      "iter {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
+      pos.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(window.tokens) / elapsed,
+      static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed, r.iter_seconds,
+      r.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a", mem.max_active_gib,
+      eta / 3600, eta / 60 % 60, eta % 60);
   reset_peak_memory(device);
   window = LogWindow{};
 }
@@ -292,10 +282,18 @@ Trainer::Trainer(config::TrainArgs args) : impl_(std::make_unique<Impl>()) {
 
 Trainer::~Trainer() = default;
 
-void Trainer::request_stop() { impl_->stop.store(true); }
-model::PerceptionLMImpl& Trainer::model() { return *impl_->model; }
-const MasterWeights& Trainer::masters() const { return *impl_->masters; }
-int64_t Trainer::step() const { return impl_->pos.step; }
+void Trainer::request_stop() {
+  impl_->stop.store(true);
+}
+model::PerceptionLMImpl& Trainer::model() {
+  return *impl_->model;
+}
+const MasterWeights& Trainer::masters() const {
+  return *impl_->masters;
+}
+int64_t Trainer::step() const {
+  return impl_->pos.step;
+}
 
 TrainOutcome Trainer::run() {
   Impl& m = *impl_;
@@ -317,7 +315,8 @@ TrainOutcome Trainer::run() {
     for (int64_t i = m.pos.acc_step; i < G; ++i) {
       const data::Batch& b = batches[static_cast<size_t>(i)];
       if (n[i] > 0) {  // a micro-batch without loss tokens contributes nothing (PLM would get a NaN mean)
-        const at::Tensor loss = m.model->loss(m.inputs(b), b.labels.to(m.device), b.loss_mask.to(m.device));
+        const at::Tensor loss =
+            m.model->loss(eval::model_inputs(*m.model, b, m.device), b.labels.to(m.device), b.loss_mask.to(m.device));
         const double scale = global_tokens ? static_cast<double>(n[i]) / static_cast<double>(total) : 1.0 / G;
         (loss * scale).backward();
         m.masters->accumulate_gradients();
@@ -372,8 +371,8 @@ TrainOutcome Trainer::run() {
                      (a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) ||
                      m.pos.step == a.steps;
     if (due) out.checkpoint = m.save();
-    if (m.val_pipeline && ((a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) ||
-                           m.pos.step == a.steps))
+    if (m.val_pipeline &&
+        ((a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) || m.pos.step == a.steps))
       m.validate();
     if (m.stop_requested()) {
       if (!due) out.checkpoint = m.save();

@@ -2,6 +2,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 
 #include "cli/commands.h"
 #include "plm/common/log.h"
@@ -39,9 +40,15 @@ int train(const TrainOptions& o) {
     return 2;
   }
   train::install_stop_signals();
-  train::Trainer trainer(loaded.args);
+  std::unique_ptr<train::Trainer> trainer;
   try {
-    const train::TrainOutcome out = trainer.run();
+    trainer = std::make_unique<train::Trainer>(loaded.args);
+  } catch (const std::runtime_error& e) {  // config, checkpoint, tokenizer, and I/O (dump_dir, train.log) errors
+    std::cerr << e.what() << '\n';
+    return 2;
+  }
+  try {
+    const train::TrainOutcome out = trainer->run();
     if (out.stopped) {
       log::info("stopped by {} at step {}; resume with the same command", train::stop_signal() ? "a signal" : "request",
                 out.step);

@@ -255,7 +255,8 @@ struct DistributedArgs {
     v("dp_shard", dp_shard);
     v("dp_replicate", dp_replicate);
     v("tp_size", tp_size);
-    v("selective_activation_checkpointing", selective_activation_checkpointing);
+    v("selective_activation_checkpointing", selective_activation_checkpointing,
+      "not implemented: PLM's recipes use full_activation_checkpointing");
     v("full_activation_checkpointing", full_activation_checkpointing);
     v("compile", compile, "torch.compile is Python-only; plm runs eager ATen kernels");
     v("fsdp_type", fsdp_type);
@@ -334,8 +335,8 @@ struct LoggingArgs {
   std::string level = "INFO";
   std::optional<int64_t> acc_freq;
   Opaque wandb;
-  // plm's addition: the peak FLOP/s per device that MFU divides by, in TFLOP/s (default: the GPU's dense bf16 peak
-  // when known, on CPU a matrix-multiply rate measured at start-up).
+  // plm's addition: the peak FLOP/s per device that MFU divides by, in TFLOP/s (default: a matrix-multiply rate
+  // measured at start-up).
   std::optional<double> peak_tflops;
 
   template <class V>

@@ -11,9 +11,7 @@ namespace plm::eval {
 namespace {
 
 infer::PreparedPrompt prepare(const infer::Generator& generator, const data::Preprocessor& media, const EvalSample& s) {
-  data::SampleMedia m = media.load_media(s.sample, s.root_dir);
-  if (m.type == text::MediaType::text) m.pixels = at::Tensor();  // no placeholder image at inference (spec 8)
-  return generator.prompts().encode(s.question, m);
+  return generator.prompts().encode(s.question, media.load_media(s.sample, s.root_dir));
 }
 
 /// The option letter whose continuation is likeliest after the prompt.

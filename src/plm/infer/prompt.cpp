@@ -49,16 +49,16 @@ data::SampleMedia PromptEncoder::load_media(const Prompt& prompt) const {
   data::Sample sample;
   sample.images = prompt.images;
   sample.video = prompt.video;
-  data::SampleMedia media = preprocessor_.load_media(sample, "");
-  if (media.type == text::MediaType::text) media.pixels = at::Tensor();  // no placeholder image at inference
-  return media;
+  return preprocessor_.load_media(sample, "");
 }
 
 PreparedPrompt PromptEncoder::encode(const std::string& question, const data::SampleMedia& media) const {
-  const int64_t chunks = media.pixels.defined() ? media.pixels.size(0) : 0;
+  // Text only: no placeholder image at inference (spec 8), unlike training.
+  const at::Tensor pixels = media.type == text::MediaType::text ? at::Tensor() : media.pixels;
+  const int64_t chunks = pixels.defined() ? pixels.size(0) : 0;
   const std::string prompt = text::generation_prompt(text::ConversationFormat::named(options().conversation_format),
                                                      question, chunks, options().tokens_per_chunk());
-  return {tokenizer().encode(prompt), media.pixels};
+  return {tokenizer().encode(prompt), pixels};
 }
 
 }  // namespace plm::infer

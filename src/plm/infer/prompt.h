@@ -52,7 +52,8 @@ class PromptEncoder {
   /// naming the file, GenerateError ("bad_prompt") for both images and a video.
   data::SampleMedia load_media(const Prompt& prompt) const;
 
-  /// The generation prompt for `question` with already loaded `media` (so several questions can share it).
+  /// The generation prompt for `question` with already loaded `media` (so several questions can share it). Text-only
+  /// media contribute no pixels (the training placeholder image is not used at inference, spec 8).
   PreparedPrompt encode(const std::string& question, const data::SampleMedia& media) const;
 
   /// load_media + encode.

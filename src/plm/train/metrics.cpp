@@ -1,6 +1,7 @@
 #include "plm/train/metrics.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <ctime>
@@ -56,14 +57,6 @@ double FlopCounter::plm_flops_per_token(int64_t seq_len) const {
 
 namespace {
 
-double cuda_peak(const std::string& name, at::ScalarType dtype) {
-  const bool half = dtype != at::kFloat;
-  for (const char* big : {"H100", "H200", "H800", "GH200"})
-    if (name.find(big) != std::string::npos) return half ? 989.4e12 : 66.9e12;
-  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos) return half ? 312e12 : 19.5e12;
-  return 0;
-}
-
 double measured_matmul_rate(at::ScalarType dtype) {
   const int64_t n = 2048;  // large enough for BLAS to reach its plateau (512 gives a third of it)
   // Constant operands: timing must not draw from the global generator (DropPath and exact resume rely on it).
@@ -82,32 +75,24 @@ double measured_matmul_rate(at::ScalarType dtype) {
 
 }  // namespace
 
-double peak_flops(const std::optional<double>& configured_tflops, const at::Device& device, at::ScalarType dtype,
-                  std::string* source) {
+double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, std::string* source) {
   if (configured_tflops) {
     *source = "logging.peak_tflops";
     return *configured_tflops * 1e12;
-  }
-  if (device.is_cuda()) {
-    // The device name comes from the CUDA build (dist/ or runtime); without it, fall back to measuring.
-    *source = "unknown CUDA device; set logging.peak_tflops";
-    return 0;
   }
   *source = std::string("measured ") + c10::toString(dtype) + " 2048x2048 matmul rate on this CPU";
   return measured_matmul_rate(dtype);
 }
 
-MemoryStats memory_stats(const at::Device& device) {
+MemoryStats memory_stats() {
   MemoryStats s;
-  if (device.is_cpu()) {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    s.max_active_gib = s.max_reserved_gib = static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
-  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  s.max_active_gib = s.max_reserved_gib = static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+  s.total_gib = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE)) /
+                (1024.0 * 1024.0 * 1024.0);
   return s;
 }
-
-void reset_peak_memory(const at::Device&) {}
 
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app), path_(path) {
   if (!out_) throw std::runtime_error("cannot open '" + path + "' for appending metrics.");

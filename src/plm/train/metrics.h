@@ -37,20 +37,17 @@ class FlopCounter {
   double vision_per_tile_ = 0, all_params_ = 0, vocab_dim_ = 0, layers_dim_ = 0;
 };
 
-/// The peak FLOP/s MFU divides by: logging.peak_tflops when set; for a CUDA device its dense bf16 (or fp32) peak
-/// from the device name (H100/H200: 989 TFLOP/s bf16, A100: 312); on the CPU a matrix multiply in `dtype` timed
-/// (2048 x 2048, at least 0.5 s) at start-up with the configured threads (an achievable rate, not a datasheet number).
-/// `source` says which.
-double peak_flops(const std::optional<double>& configured_tflops, const at::Device& device, at::ScalarType dtype,
-                  std::string* source);
+/// The peak FLOP/s MFU divides by: logging.peak_tflops when set, else a matrix multiply in `dtype` (2048 x 2048, at
+/// least 0.5 s) timed at start-up with the configured threads: an achievable rate on this CPU, not a datasheet
+/// number. `source` says which. (The trainer runs on the CPU; the GPU path will add the device's dense peak.)
+double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, std::string* source);
 
-/// Peak memory since the last reset, GiB: on CUDA the allocator's max allocated/reserved; on CPU the process's
-/// peak resident set (both fields). reset_peak_memory() starts a new window (CUDA only; RSS peaks cannot reset).
+/// The process's peak resident set (reported as both active and reserved, PLM's CUDA allocator fields) and the
+/// machine's memory, GiB. The peak covers the whole run: RSS peaks cannot be reset per logging window.
 struct MemoryStats {
   double max_active_gib = 0, max_reserved_gib = 0, total_gib = 0;
 };
-MemoryStats memory_stats(const at::Device& device);
-void reset_peak_memory(const at::Device& device);
+MemoryStats memory_stats();
 
 /// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only).
 class MetricsWriter {

@@ -26,8 +26,4 @@ int stop_signal() {
   return received.load();
 }
 
-void clear_stop_signal() {
-  received.store(0);
-}
-
 }  // namespace plm::train

@@ -11,7 +11,4 @@ void install_stop_signals();
 /// The signal number received, 0 when none.
 int stop_signal();
 
-/// Clears the flag (tests).
-void clear_stop_signal();
-
 }  // namespace plm::train

@@ -1,7 +1,6 @@
 #include "plm/train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -143,8 +142,6 @@ void Trainer::Impl::setup() {
   model->train();
   model->apply_freezing();
   model->set_activation_checkpointing(args.distributed.full_activation_checkpointing);
-  if (args.distributed.selective_activation_checkpointing)
-    log::warn("distributed.selective_activation_checkpointing is not implemented; it is ignored.");
   model->to(device);
   const auto counts = model::count_parameters(*model);
   log::info("model parameters: {} total, {} trainable, {} frozen", counts.total, counts.trainable,
@@ -164,7 +161,7 @@ void Trainer::Impl::setup() {
 
   flops = std::make_unique<FlopCounter>(*model);
   std::string peak_source;
-  peak = peak_flops(args.logging.peak_tflops, device, compute, &peak_source);
+  peak = peak_flops(args.logging.peak_tflops, compute, &peak_source);
   log::info("MFU is relative to {:.3g} TFLOP/s ({})", peak / 1e12, peak_source);
   metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string());
   val_pipeline = eval::validation_pipeline(args);
@@ -227,10 +224,8 @@ void Trainer::Impl::restore(const std::string& dir) {
 
 void Trainer::Impl::log_step(const StepRecord& r) {
   const double elapsed = std::max(1e-9, seconds_since(window.start));
-  const MemoryStats mem = memory_stats(device);
-  const double total_gib = mem.total_gib > 0
-                               ? mem.total_gib
-                               : static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / (1 << 30);
+  const MemoryStats mem = memory_stats();
+  const double total_gib = mem.total_gib;
   const double model_flops_per_s = window.model_flops / elapsed;
   json j;
   j["global_step"] = pos.step;
@@ -271,7 +266,6 @@ void Trainer::Impl::log_step(const StepRecord& r) {
       static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed, r.iter_seconds,
       r.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a", mem.max_active_gib,
       eta / 3600, eta / 60 % 60, eta % 60);
-  reset_peak_memory(device);
   window = LogWindow{};
 }
 

@@ -68,7 +68,7 @@ config::TrainArgs toy_args(const Scratch& s, const std::string& dump, std::vecto
 
 std::map<std::string, at::Tensor> weights(const train::Trainer& t) {
   std::map<std::string, at::Tensor> out;
-  for (const auto& [name, m] : t.masters().all()) out[name] = m.detach().clone();
+  for (const auto& [name, m] : t.parameters()) out[name] = m.detach().clone();
   return out;
 }
 

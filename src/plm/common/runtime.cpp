@@ -7,6 +7,9 @@
 #include <ATen/Version.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#ifdef PLM_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "plm/common/log.h"
 
@@ -26,6 +29,15 @@ bool cuda_compiled() {
 
 int cuda_device_count() {
   return cuda_compiled() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+void set_cuda_device(int index) {
+#ifdef PLM_CUDA
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+#else
+  (void)index;
+  throw std::runtime_error("this plm was built without CUDA (configure with -DPLM_CUDA=ON)");
+#endif
 }
 
 std::string blas_name() {

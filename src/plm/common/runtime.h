@@ -14,6 +14,9 @@ bool cuda_compiled();
 /// Number of visible CUDA devices (0 on CPU builds or machines without GPUs).
 int cuda_device_count();
 
+/// Makes CUDA device `index` the current one (PLM_CUDA builds; elsewhere throws std::runtime_error).
+void set_cuda_device(int index);
+
 /// The BLAS LibTorch uses, from its build configuration (e.g. "mkl", "open").
 std::string blas_name();
 

@@ -249,6 +249,9 @@ struct DistributedArgs {
   // plm addition: seconds the rendezvous and each collective wait for the other ranks before failing with a message
   // naming the rank that stopped (PLM relies on NCCL's default timeout).
   int64_t timeout_s = 600;
+  // plm addition: where training runs: auto (CUDA device LOCAL_RANK when plm is built with CUDA and a GPU is
+  // visible, else the CPU), cpu or cuda.
+  std::string device = "auto";
 
   template <class V>
   void visit(V& v) {
@@ -266,6 +269,7 @@ struct DistributedArgs {
     v("compile_cache_size_limit", compile_cache_size_limit, "torch.compile is Python-only");
     v("spawn_method", spawn_method, "plm's data workers are threads, not Python processes");
     v("timeout_s", timeout_s);
+    v("device", device);
   }
 };
 

@@ -117,6 +117,7 @@ void check_distributed(const DistributedArgs& d, Checker& c) {
   c.require(d.tp_size == 1, "distributed.tp_size",
             "must be 1: tensor parallelism is not supported (PLM's recipes use 1; shard with fsdp_type full_shard)");
   c.one_of(d.fsdp_type, "distributed.fsdp_type", {"no_shard", "full_shard"});
+  c.one_of(d.device, "distributed.device", {"auto", "cpu", "cuda"});
   c.one_of(d.model_dtype, "distributed.model_dtype", {"bf16", "fp16", "fp32"});
   c.at_least<int64_t>(d.timeout_s, 1, "distributed.timeout_s");
 }

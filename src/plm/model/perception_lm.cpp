@@ -1,6 +1,6 @@
 #include "plm/model/perception_lm.h"
 
-#include "plm/model/activation_checkpoint.h"
+#include "plm/model/units.h"
 #include "plm/ops/ops.h"
 
 namespace plm::model {
@@ -25,9 +25,14 @@ PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorO
 }
 
 at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
-  at::Tensor h = at::embedding(tok_embeddings, in.tokens);
+  UnitRunner* runner = unit_runner.get();
+  const at::Tensor embedding = tok_embeddings;  // a handle: a runner may swap the data under it
+  at::Tensor h = run_unit(runner, "tok_embeddings", [embedding](const at::Tensor& t) { return at::embedding(embedding, t); },
+                          in.tokens);
   if (in.images.defined() && vision_model) {
-    at::Tensor vision = vision_projector->forward(vision_model->forward(in.images.to(h.scalar_type())));
+    const Projector projector = vision_projector;
+    at::Tensor vision = run_unit(runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
+                                 vision_model->forward(in.images.to(h.scalar_type())));
     if (in.chunk_has_text.defined()) vision = vision.index({in.chunk_has_text.logical_not()});
     const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
     const int64_t slots = in.image_mask.sum().item<int64_t>();
@@ -40,27 +45,37 @@ at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
 }
 
 at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
+  UnitRunner* runner = unit_runner.get();
   at::Tensor h = embed(in);
   const int64_t seqlen = h.size(1);
   const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), seqlen);
-  for (const auto& layer : *layers) {
-    const auto* block = layer->as<TransformerBlockImpl>();
-    if (activation_checkpointing)
-      h = checkpointed([block, rope](const at::Tensor& x) { return block->forward(x, rope); }, h,
-                       block->parameters());
-    else
-      h = block->forward(h, rope);
+  for (size_t i = 0; i < layers->size(); ++i) {
+    const auto* block = layers->ptr(i)->as<TransformerBlockImpl>();
+    h = run_unit(runner, "layers." + std::to_string(i), [block, rope](const at::Tensor& x) { return block->forward(x, rope); },
+                 h, activation_checkpointing, block->parameters());
   }
-  return norm->forward(h);
+  const RMSNorm final_norm = norm;
+  return run_unit(runner, "norm", [final_norm](const at::Tensor& x) { return final_norm->forward(x); }, h);
+}
+
+at::Tensor PerceptionLMImpl::output_layer(const at::Tensor& h) const {
+  const at::Tensor weight = output_weight();
+  return run_unit(unit_runner.get(), output.defined() ? "output" : "tok_embeddings",
+                  [weight](const at::Tensor& x) { return at::linear(x, weight); }, h);
 }
 
 at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
-  return at::linear(hidden(in), output_weight());
+  return output_layer(hidden(in));
 }
 
 at::Tensor PerceptionLMImpl::loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const {
   const at::Tensor h = hidden(in).index({loss_mask});
-  return ops::cross_entropy(at::linear(h, output_weight()), targets.index({loss_mask}));
+  return ops::cross_entropy(output_layer(h), targets.index({loss_mask}));
+}
+
+void PerceptionLMImpl::set_unit_runner(std::shared_ptr<UnitRunner> runner) {
+  unit_runner = runner;
+  if (vision_model) vision_model->unit_runner = std::move(runner);
 }
 
 void PerceptionLMImpl::set_activation_checkpointing(bool on) {

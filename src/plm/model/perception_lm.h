@@ -8,6 +8,7 @@
 #include "plm/config/args.h"
 #include "plm/model/decoder.h"
 #include "plm/model/projector.h"
+#include "plm/model/units.h"
 #include "plm/model/vision.h"
 
 namespace plm::model {
@@ -38,6 +39,9 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// Logits [B, S, vocab] (in the compute dtype).
   at::Tensor forward(const ModelInputs& in) const;
 
+  /// The output layer applied to final-normed hidden states [..., dim] -> [..., vocab].
+  at::Tensor output_layer(const at::Tensor& h) const;
+
   /// PLM's training loss: fp32 cross-entropy of `targets` [B, S] at the positions where `loss_mask` [B, S] is true,
   /// mean over those positions. Only those positions go through the output layer (same values, far less memory).
   at::Tensor loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const;
@@ -52,9 +56,14 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// Full activation checkpointing of every decoder block and vision block (model/activation_checkpoint.h).
   void set_activation_checkpointing(bool on);
 
+  /// Runs every unit (model/units.h) through `runner` from now on (nullptr: plainly again). The sharded trainer
+  /// installs one that gathers each unit's parameters before it runs and frees them afterwards.
+  void set_unit_runner(std::shared_ptr<UnitRunner> runner);
+
   config::ModelArgs args;
   DecoderDims dims;
   bool activation_checkpointing = false;
+  std::shared_ptr<UnitRunner> unit_runner;
   at::Tensor tok_embeddings;  // "tok_embeddings.weight" [vocab, dim]
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

@@ -1,6 +1,6 @@
 #include "plm/model/vision.h"
 
-#include "plm/model/activation_checkpoint.h"
+#include "plm/model/units.h"
 #include "plm/ops/ops.h"
 
 namespace plm::model {
@@ -106,28 +106,37 @@ std::vector<DropPathMasks> PerceptionEncoderImpl::draw_drop_path(int64_t n, at::
   return masks;
 }
 
-at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
+at::Tensor PerceptionEncoderImpl::stem(const at::Tensor& images) const {
   const int64_t n = images.size(0), grid_h = images.size(2) / args.patch_size,
                 grid_w = images.size(3) / args.patch_size;
   at::Tensor x = at::conv2d(images, conv1_weight, {}, args.patch_size);  // [N, W, gh, gw]
   x = x.permute({0, 2, 3, 1}).reshape({n, grid_h * grid_w, args.width});
   if (args.use_cls_token) x = at::cat({class_embedding.view({1, 1, -1}).expand({n, 1, args.width}), x}, 1);
   if (args.use_abs_posemb) x = x + position_embedding(grid_h, grid_w).unsqueeze(0);
+  return ln_pre ? ln_pre->forward(x) : x;
+}
+
+at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
+  UnitRunner* runner = unit_runner.get();
+  const PerceptionEncoderImpl* self = this;
+  const int64_t n = images.size(0), grid_h = images.size(2) / args.patch_size,
+                grid_w = images.size(3) / args.patch_size;
+  at::Tensor x = run_unit(runner, "vision_model", [self](const at::Tensor& in) { return self->stem(in); }, images);
   // Without rope2d PE uses nn.MultiheadAttention: same packed in_proj and scale, no rotation (zero angles).
   RopeTable rope = vision_rope(args.width / args.heads, grid_h, grid_w, args.use_cls_token);
   if (!args.use_rope2d) rope = {at::ones_like(rope.cos), at::zeros_like(rope.sin)};
-  if (ln_pre) x = ln_pre->forward(x);
   const auto drop = draw_drop_path(n, x.scalar_type());
   for (size_t j = 0; j < resblocks->size(); ++j) {
     const auto* block = resblocks->ptr(j)->as<VisionBlockImpl>();
     const DropPathMasks masks = drop.empty() ? DropPathMasks{} : drop[j];
-    if (activation_checkpointing)
-      x = checkpointed([block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
-                       block->parameters());
-    else
-      x = block->forward(x, rope, masks);
+    x = run_unit(runner, "vision_model.transformer.resblocks." + std::to_string(j),
+                 [block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
+                 activation_checkpointing, block->parameters());
   }
-  if (ln_post) x = ln_post->forward(x);
+  if (ln_post) {
+    const LayerNorm post = ln_post;
+    x = run_unit(runner, "vision_model", [post](const at::Tensor& in) { return post->forward(in); }, x);
+  }
   return args.use_cls_token ? x.slice(1, 1) : x;
 }
 

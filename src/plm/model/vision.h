@@ -8,6 +8,7 @@
 #include "plm/config/args.h"
 #include "plm/model/layers.h"
 #include "plm/model/rope.h"
+#include "plm/model/units.h"
 
 namespace plm::model {
 
@@ -65,6 +66,9 @@ struct PerceptionEncoderImpl : torch::nn::Module {
   /// generator, in block order.
   at::Tensor forward(const at::Tensor& images) const;
 
+  /// The patch embedding, CLS token, position embedding and ln_pre: images -> [N, (cls) + gh*gw, width].
+  at::Tensor stem(const at::Tensor& images) const;
+
   /// The position embedding for a grid_h x grid_w grid, [(cls) + grid_h*grid_w, width]: the parameter itself when the
   /// grid is the configured one, else bilinearly resampled (align_corners false), the CLS row kept in front.
   at::Tensor position_embedding(int64_t grid_h, int64_t grid_w) const;
@@ -74,6 +78,7 @@ struct PerceptionEncoderImpl : torch::nn::Module {
 
   config::VisionModelArgs args;
   bool activation_checkpointing = false;  // model/activation_checkpoint.h, per resblock
+  std::shared_ptr<UnitRunner> unit_runner;  // model/units.h (set through PerceptionLMImpl::set_unit_runner)
   at::Tensor conv1_weight, class_embedding, positional_embedding;  // conv1.weight has no bias
   LayerNorm ln_pre{nullptr}, ln_post{nullptr};  // each only when use_ln_pre / use_ln_post (PLM: pre only)
   torch::nn::ModuleList resblocks{nullptr};     // registered under "transformer"

@@ -11,6 +11,12 @@ AdamW::AdamW(NamedTensors params, const config::OptimArgs& optim, bool decay_nor
   for (size_t i = 0; i < params_.size(); ++i) slots_[i].decay = decay_norms_and_biases || params_[i].second.dim() > 1;
 }
 
+void AdamW::set_decay_masks(std::vector<at::Tensor> masks) {
+  TORCH_CHECK(masks.size() == params_.size(), "AdamW::set_decay_masks: ", masks.size(), " masks for ",
+              params_.size(), " parameters");
+  for (size_t i = 0; i < masks.size(); ++i) slots_[i].decay_mask = std::move(masks[i]);
+}
+
 void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   const double b1 = optim_.beta1, b2 = optim_.beta2;
@@ -28,7 +34,10 @@ void AdamW::step(double lr) {
     const at::Tensor g = grad.to(at::kFloat);
     at::Tensor& master = p;
     ++s.step;
-    if (s.decay) master.mul_(1 - lr * optim_.weight_decay);
+    if (s.decay_mask.defined())
+      master.sub_(master * s.decay_mask * (lr * optim_.weight_decay));
+    else if (s.decay)
+      master.mul_(1 - lr * optim_.weight_decay);
     s.exp_avg.lerp_(g, 1 - b1);
     s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
     const double bias1 = 1 - std::pow(b1, static_cast<double>(s.step));
@@ -65,23 +74,26 @@ void AdamW::load_state(const NamedTensors& state) {
     if (m->second.sizes() != params_[i].second.sizes() || v->second.sizes() != params_[i].second.sizes())
       throw std::invalid_argument("optimizer state of '" + name + "' does not match the parameter's shape");
     Slot& s = slots_[i];
-    s.exp_avg = m->second.to(at::kFloat).clone();
-    s.exp_avg_sq = v->second.to(at::kFloat).clone();
+    const at::TensorOptions o = params_[i].second.options().dtype(at::kFloat);
+    s.exp_avg = m->second.to(o).clone();
+    s.exp_avg_sq = v->second.to(o).clone();
     s.step = static_cast<int64_t>(st->second.item<double>());
   }
 }
 
-double clip_grad_norm(const NamedTensors& params, double max_norm) {
+double clip_grad_norm(const NamedTensors& params, double max_norm,
+                      const std::function<double(double)>& sum_over_ranks) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const auto& [name, p] : params)
     if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad().to(at::kFloat), 2));
-  if (norms.empty()) return 0.0;
-  const at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
+  if (norms.empty() && !sum_over_ranks) return 0.0;
+  at::Tensor total = norms.empty() ? at::zeros({}, at::kFloat) : at::linalg_vector_norm(at::stack(norms), 2);
+  if (sum_over_ranks) total = at::scalar_tensor(std::sqrt(sum_over_ranks(std::pow(total.item<double>(), 2))), at::kFloat);
   if (max_norm > 0) {
     const at::Tensor coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
     for (const auto& [name, p] : params)
-      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
+      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().options()));
   }
   return total.item<double>();
 }

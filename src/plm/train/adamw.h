@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,10 @@ class AdamW {
   /// sqrt(1 - beta2^step) + eps), in torch.optim.AdamW's order of operations.
   void step(double lr);
 
+  /// Per parameter (in params() order), a 0/1 tensor of its shape saying which elements weight decay applies to
+  /// (the sharded trainer's flat shards mix matrices with norms and biases); replaces the per-parameter rule.
+  void set_decay_masks(std::vector<at::Tensor> masks);
+
   /// Drops every gradient (sets it undefined).
   void zero_grad();
 
@@ -44,6 +49,7 @@ class AdamW {
     int64_t step = 0;
     at::Tensor exp_avg, exp_avg_sq;
     bool decay = true;
+    at::Tensor decay_mask;  // set_decay_masks()
   };
   NamedTensors params_;
   std::vector<Slot> slots_;
@@ -52,6 +58,8 @@ class AdamW {
 
 /// torch.nn.utils.clip_grad_norm_: the global L2 norm of all gradients (fp32, norm of the per-tensor norms); every
 /// gradient is multiplied by min(1, max_norm / (norm + 1e-6)) when max_norm > 0. Returns the norm before clipping.
-double clip_grad_norm(const NamedTensors& params, double max_norm);
+/// For gradients sharded over ranks, `sum_over_ranks` adds this rank's squared norm to the other ranks' (a collective).
+double clip_grad_norm(const NamedTensors& params, double max_norm,
+                      const std::function<double(double)>& sum_over_ranks = {});
 
 }  // namespace plm::train

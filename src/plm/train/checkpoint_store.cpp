@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/model_checkpoint.h"
+#include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
 #include "plm/common/log.h"
 
@@ -168,6 +169,71 @@ std::string CheckpointStore::save(int64_t step, const CheckpointContents& conten
   return final_dir.string();
 }
 
+std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, dist::World& world) const {
+  const fs::path root(root_), final_dir(step_dir(step));
+  const fs::path tmp = root / fmt::format("{}{}-sharded", kTmpPrefix, step);
+  const fs::path old = fs::path(tmp.string() + ".old");
+  const bool leader = world.rank() == 0;
+  std::error_code ec;
+  // Every rank learns whether any rank failed, so that none waits for a folder that will not come.
+  auto agree = [&](const std::string& error, const char* stage) {
+    const at::Tensor failed = at::full({1}, error.empty() ? 0 : 1, at::kInt);
+    world.all_reduce(failed, dist::ReduceOp::max);
+    if (failed.item<int>() == 0) return;
+    if (leader) fs::remove_all(tmp, ec);
+    throw ckpt::CheckpointError(!error.empty() ? error
+                                               : fmt::format("another rank could not {} checkpoint step {} in '{}'.",
+                                                             stage, step, root_));
+  };
+  std::string error;
+  if (leader) {
+    fs::remove_all(tmp, ec);
+    if (!fs::create_directory(tmp, ec) && ec) error = "cannot create '" + tmp.string() + "': " + ec.message() + ".";
+  }
+  agree(error, "create the folder of");
+  try {
+    json part = json::object();
+    for (const auto& [name, tensors] : mine.tensors) {
+      ckpt::write_safetensors(tensors, (tmp / name).string());
+      const FileSum sum = checksum_file(tmp / name);
+      part[name] = {{"bytes", sum.bytes}, {"crc32", sum.crc32}};
+    }
+    for (const auto& [name, text] : mine.texts) {
+      const FileSum sum = write_text(tmp / name, text);
+      part[name] = {{"bytes", sum.bytes}, {"crc32", sum.crc32}};
+    }
+    write_text(tmp / fmt::format("manifest.part-{}", world.rank()), part.dump());
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error, "write its part of");
+  if (leader) {
+    try {
+      json files = json::object();
+      for (int r = 0; r < world.size(); ++r) {
+        const fs::path part = tmp / fmt::format("manifest.part-{}", r);
+        files.update(json::parse(read_text(part)));
+        fs::remove(part);
+      }
+      write_text(tmp / kManifest, json{{"format", kFormat}, {"step", step}, {"files", files}}.dump(2) + "\n");
+      fsync_dir(tmp);
+      if (fs::exists(final_dir)) {
+        fs::remove_all(old, ec);
+        if (::rename(final_dir.c_str(), old.c_str()) != 0) fail("cannot move aside", final_dir, errno);
+      }
+      if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+        fail("cannot rename '" + tmp.string() + "' to", final_dir, errno);
+      fsync_dir(root);
+      fs::remove_all(old, ec);
+    } catch (const std::exception& e) {
+      error = e.what();
+      if (fs::exists(old, ec) && !fs::exists(final_dir, ec)) ::rename(old.c_str(), final_dir.c_str());
+    }
+  }
+  agree(error, "finish");
+  return final_dir.string();
+}
+
 void CheckpointStore::verify(const std::string& dir) {
   const fs::path d(dir), manifest_path = d / kManifest;
   if (!fs::is_directory(d)) throw ckpt::CheckpointError("checkpoint folder '" + dir + "' does not exist.");
@@ -179,8 +245,9 @@ void CheckpointStore::verify(const std::string& dir) {
     if (m.value("format", std::string()) != kFormat)
       throw ckpt::CheckpointError("'" + manifest_path.string() + "' is not a \"" + kFormat + "\" manifest.");
     files = m.at("files");
+    const bool sharded = files.contains("shards.json");
     for (const char* name : kRequired)
-      if (!files.contains(name))
+      if (!files.contains(name) && !(sharded && std::string(name).find(".safetensors") != std::string::npos))
         throw ckpt::CheckpointError("'" + manifest_path.string() + "' does not list " + name + ".");
     for (const auto& [name, entry] : files.items()) {
       const fs::path file = d / name;
@@ -252,8 +319,10 @@ void CheckpointStore::clean_up(const std::string& protect) const {
 CheckpointContents CheckpointStore::load(const std::string& dir) {
   const fs::path d(dir);
   CheckpointContents c;
-  c.model = ckpt::read_safetensors((d / "model.safetensors").string());
-  c.optimizer = ckpt::read_safetensors((d / "optimizer.safetensors").string());
+  if (fs::exists(d / "model.safetensors")) {  // else sharded: ckpt::ShardedCheckpointReader reads the shards
+    c.model = ckpt::read_safetensors((d / "model.safetensors").string());
+    c.optimizer = ckpt::read_safetensors((d / "optimizer.safetensors").string());
+  }
   if (fs::exists(d / "extra.safetensors")) c.extra = ckpt::read_safetensors((d / "extra.safetensors").string());
   c.params_json = read_text(d / "params.json");
   c.train_state_json = read_text(d / "train_state.json");
@@ -264,7 +333,9 @@ std::vector<std::string> consolidate(const std::string& step_dir) {
   CheckpointStore::verify(step_dir);
   const fs::path d(step_dir);
   const config::ModelArgs args = ckpt::read_model_args(step_dir);
-  const ckpt::TensorMap master = ckpt::read_safetensors((d / "model.safetensors").string());
+  const ckpt::TensorMap master = ckpt::is_sharded_checkpoint(step_dir)
+                                     ? ckpt::unflatten(step_dir)
+                                     : ckpt::read_safetensors((d / "model.safetensors").string());
   ckpt::TensorMap out;
   for (const auto& [name, t] : master) {
     if (name == "output.tied_module.weight" || (args.weight_tying && name == "output.weight")) continue;

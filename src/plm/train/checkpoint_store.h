@@ -2,7 +2,8 @@
 // `{checkpoint.path}/{step:010d}/`, written under a temporary name and renamed into place, with a manifest of
 // checksums written last, so a folder either verifies completely or is passed over with a reason.
 //
-// Folder contents (single process; the sharded layout extends it with per-rank files):
+// Folder contents (single process, or every rank of a no_shard run; a full_shard run writes per-rank files
+// instead of the three .safetensors, see ckpt/sharded.h):
 //   model.safetensors      fp32 master weights, PLM's parameter names (plm-spec 1.6)
 //   optimizer.safetensors  AdamW state ("<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step")
 //   extra.safetensors      whatever else resumes exactly: partially accumulated gradients, RNG states (optional)
@@ -18,6 +19,7 @@
 
 #include "plm/ckpt/safetensors.h"
 #include "plm/config/args.h"
+#include "plm/dist/process_group.h"
 
 namespace plm::train {
 
@@ -28,6 +30,12 @@ struct CheckpointContents {
   ckpt::TensorMap extra;         // may be empty (then no extra.safetensors is written)
   std::string params_json;       // the whole TrainArgs
   std::string train_state_json;  // the trainer's state
+};
+
+/// What one rank of a sharded run puts into a checkpoint folder.
+struct RankFiles {
+  std::vector<std::pair<std::string, ckpt::TensorMap>> tensors;  // file name -> tensors (this rank's shards)
+  std::vector<std::pair<std::string, std::string>> texts;        // file name -> text (rank 0: the shared files)
 };
 
 class CheckpointStore {
@@ -45,6 +53,11 @@ class CheckpointStore {
   /// renamed aside (to .tmp-<step>-<pid>.old) and removed after the new one is in place: a crash in between leaves
   /// no folder for `step`, and the next run resumes from an older one.
   std::string save(int64_t step, const CheckpointContents& contents) const;
+
+  /// The same for a sharded run, called by every rank of `world` with its own files (a collective): rank 0 creates
+  /// root/.tmp-<step>-sharded, every rank writes and checksums its files, rank 0 writes the manifest of all of them
+  /// and renames the folder. Throws ckpt::CheckpointError on every rank when any rank failed.
+  std::string save_sharded(int64_t step, const RankFiles& files, dist::World& world) const;
 
   /// The newest step folder that verifies, or nullopt. Every newer folder that does not verify is reported with
   /// plm::log::warn, naming it and saying why (missing manifest, missing file, size or checksum mismatch).

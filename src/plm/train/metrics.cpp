@@ -7,6 +7,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include <torch/cuda.h>
+
 #include "plm/common/log.h"
 
 namespace plm::train {
@@ -57,17 +59,23 @@ double FlopCounter::plm_flops_per_token(int64_t seq_len) const {
 
 namespace {
 
-double measured_matmul_rate(at::ScalarType dtype) {
-  const int64_t n = 2048;  // large enough for BLAS to reach its plateau (512 gives a third of it)
+double measured_matmul_rate(at::ScalarType dtype, at::Device device) {
+  // 2048 is large enough for a CPU BLAS to reach its plateau (512 gives a third of it); a GPU needs 8192.
+  const int64_t n = device.is_cuda() ? 8192 : 2048;
   // Constant operands: timing must not draw from the global generator (DropPath and exact resume rely on it).
-  const at::Tensor a = at::full({n, n}, 0.5, at::TensorOptions().dtype(dtype)), b = a.clone();
+  const at::Tensor a = at::full({n, n}, 0.5, at::TensorOptions().dtype(dtype).device(device)), b = a.clone();
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
   at::mm(a, b);  // warm-up
+  sync();
   int reps = 0;
   const auto start = std::chrono::steady_clock::now();
   double seconds = 0;
   while (seconds < 0.5 || reps < 2) {
     at::mm(a, b);
     ++reps;
+    sync();
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   return 2.0 * static_cast<double>(n * n * n) * reps / seconds;
@@ -75,13 +83,15 @@ double measured_matmul_rate(at::ScalarType dtype) {
 
 }  // namespace
 
-double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, std::string* source) {
+double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, at::Device device,
+                  std::string* source) {
   if (configured_tflops) {
     *source = "logging.peak_tflops";
     return *configured_tflops * 1e12;
   }
-  *source = std::string("measured ") + c10::toString(dtype) + " 2048x2048 matmul rate on this CPU";
-  return measured_matmul_rate(dtype);
+  *source = std::string("measured ") + c10::toString(dtype) +
+            (device.is_cuda() ? " 8192x8192 matmul rate on this GPU" : " 2048x2048 matmul rate on this CPU");
+  return measured_matmul_rate(dtype, device);
 }
 
 MemoryStats memory_stats() {

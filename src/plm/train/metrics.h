@@ -37,10 +37,11 @@ class FlopCounter {
   double vision_per_tile_ = 0, all_params_ = 0, vocab_dim_ = 0, layers_dim_ = 0;
 };
 
-/// The peak FLOP/s MFU divides by: logging.peak_tflops when set, else a matrix multiply in `dtype` (2048 x 2048, at
-/// least 0.5 s) timed at start-up with the configured threads: an achievable rate on this CPU, not a datasheet
-/// number. `source` says which. (The trainer runs on the CPU; the GPU path will add the device's dense peak.)
-double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, std::string* source);
+/// The peak FLOP/s MFU divides by: logging.peak_tflops when set, else a matrix multiply in `dtype` on `device`
+/// (2048 x 2048 on a CPU with the configured threads, 8192 x 8192 on a GPU; at least 0.5 s) timed at start-up: an
+/// achievable rate, not a datasheet number. `source` says which.
+double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, at::Device device,
+                  std::string* source);
 
 /// The process's peak resident set (reported as both active and reserved, PLM's CUDA allocator fields) and the
 /// machine's memory, GiB. The peak covers the whole run: RSS peaks cannot be reset per logging window.

@@ -19,13 +19,18 @@
 #include "plm/config/emit.h"
 #include "plm/config/source.h"
 #include "plm/data/pipeline.h"
+#include "plm/ckpt/sharded.h"
 #include "plm/dist/env.h"
+#include "plm/dist/fsdp.h"
+#include "plm/dist/process_group.h"
 #include "plm/eval/validation.h"
 #include "plm/model/init.h"
 #include "plm/train/adamw.h"
 #include "plm/train/checkpoint_store.h"
 #include "plm/train/metrics.h"
+#include "plm/train/precision.h"
 #include "plm/train/schedule.h"
+#include "plm/train/sharded_checkpoint.h"
 #include "plm/train/signals.h"
 #include "plm/train/train_state.h"
 
@@ -71,6 +76,33 @@ struct StepRecord {
   double loss, grad_norm, lr, iter_seconds, data_seconds;
 };
 
+/// Sums `values` over the ranks of `world` (in place; a no-op for one rank).
+void sum_over_ranks(dist::World& world, std::vector<double>& values) {
+  if (world.size() == 1) return;
+  const at::Tensor t = at::tensor(values, at::kDouble);
+  world.all_reduce(t, dist::ReduceOp::sum);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<int64_t>(i)].item<double>();
+}
+
+/// Sums the fp32 gradients of `params` over the ranks (no_shard), as one flat buffer; undefined gradients count as
+/// zeros (and become defined).
+void all_reduce_gradients(dist::World& world, const NamedTensors& params) {
+  std::vector<at::Tensor> flat;
+  for (const auto& [name, p] : params) {
+    if (!p.grad().defined()) const_cast<at::Tensor&>(p).mutable_grad() = at::zeros_like(p);
+    flat.push_back(p.grad().reshape({-1}));
+  }
+  if (flat.empty()) return;
+  const at::Tensor buffer = at::cat(flat);
+  world.all_reduce(buffer, dist::ReduceOp::sum);
+  int64_t offset = 0;
+  for (const auto& [name, p] : params) {
+    const int64_t n = p.numel();
+    p.grad().copy_(buffer.narrow(0, offset, n).view(p.sizes()));
+    offset += n;
+  }
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -80,7 +112,9 @@ struct Trainer::Impl {
   data::Pipeline pipeline;
   std::unique_ptr<data::DataLoader> loader;
   model::PerceptionLM model{nullptr};
-  std::unique_ptr<MasterWeights> masters;
+  std::unique_ptr<dist::World> world;
+  std::unique_ptr<dist::ShardedModel> sharded;  // distributed.fsdp_type full_shard
+  std::unique_ptr<MasterWeights> masters;       // no_shard
   std::unique_ptr<AdamW> optimizer;
   std::unique_ptr<CheckpointStore> store;
   std::unique_ptr<FlopCounter> flops;
@@ -95,6 +129,24 @@ struct Trainer::Impl {
   int64_t last_saved_step = -1;
 
   bool stop_requested() const { return stop.load() || stop_signal() != 0; }
+  bool leader() const { return world->rank() == 0; }
+  NamedTensors trainable() const { return sharded ? sharded->trainable_shards() : masters->trainable(); }
+  /// Whether any rank was asked to stop (a collective when there are several).
+  bool any_rank_stopping() {
+    std::vector<double> flag{stop_requested() ? 1.0 : 0.0};
+    sum_over_ranks(*world, flag);
+    return flag[0] > 0;
+  }
+  /// Every rank runs every unit on every micro-batch (dist/fsdp.h): a batch without media gets one dummy tile,
+  /// dropped after the vision tower like the dummy tiles of text-only samples.
+  void ensure_vision_runs(model::ModelInputs& in) const {
+    if (!sharded || !model->vision_model || in.images.defined()) return;
+    const int64_t r = model->args.vision_model->image_size;
+    in.images = at::zeros({1, 3, r, r}, at::TensorOptions().device(device));
+    in.image_mask = at::zeros_like(in.tokens, at::kBool);
+    in.chunk_has_text = at::ones({1}, at::TensorOptions().dtype(at::kBool).device(device));
+  }
+  void log_memory_footprint();
 
   void setup();
   std::string save();
@@ -107,22 +159,35 @@ void Trainer::Impl::setup() {
   if (args.dump_dir.empty())
     throw config::ConfigError("dump_dir is not set: training writes its checkpoints, metrics and logs there.");
   compute = compute_dtype(args.distributed.model_dtype);
-  // Until the sharded trainer lands, N processes would be N copies of one run writing to one dump_dir.
-  if (const dist::LaunchEnv env = dist::launch_env(); env.world_size > 1)
-    throw config::ConfigError("this is rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
-                              " (" + dist::launcher_name(env.launcher) +
-                              "), but plm train runs one process for now: multi-process training is not "
-                              "implemented yet; launch a single process.");
   if (args.grad_acc_steps < 1) throw config::ConfigError("grad_acc_steps must be at least 1.");
+  const dist::LaunchEnv env = dist::launch_env();
+  const int gpus = runtime::cuda_device_count();
+  if (args.distributed.device == "cuda" && gpus == 0)
+    throw config::ConfigError(std::string("distributed.device is cuda but ") +
+                              (runtime::cuda_compiled() ? "no CUDA device is visible."
+                                                        : "this plm was built without CUDA (-DPLM_CUDA=ON)."));
+  if (args.distributed.device != "cpu" && gpus > 0) {
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+    runtime::set_cuda_device(device.index());
+  }
   apply_environment(args.env, device.is_cpu());
-  fs::create_directories(args.dump_dir);
-  std::ofstream(fs::path(args.dump_dir) / "config.yaml") << config::to_yaml(args);
-  log::init({0, args.logging.level, (fs::path(args.dump_dir) / "train.log").string(), false});
+  dist::WorldOptions world_options;
+  world_options.timeout = std::chrono::seconds(args.distributed.timeout_s);
+  world_options.cuda = device.is_cuda();
+  world = std::make_unique<dist::World>(env, world_options);
+  const int rank = world->rank(), size = world->size();
+  if (leader()) {
+    fs::create_directories(args.dump_dir);
+    std::ofstream(fs::path(args.dump_dir) / "config.yaml") << config::to_yaml(args);
+  }
+  // Rank 0 writes train.log; every rank logs to its console (launchers prefix the lines with the rank).
+  log::init({rank, args.logging.level, leader() ? (fs::path(args.dump_dir) / "train.log").string() : "", false});
   runtime::configure_threads();
-  runtime::log_summary();
-  log::info("training '{}' for {} steps into {}", args.name, args.steps, args.dump_dir);
+  if (leader()) runtime::log_summary();
+  log::info("training '{}' for {} steps into {} (rank {} of {}, {})", args.name, args.steps, args.dump_dir, rank, size,
+            args.distributed.fsdp_type);
 
-  pipeline = data::make_pipeline(args, 0, 1);
+  pipeline = data::make_pipeline(args, rank, size);
   const int64_t n_words = pipeline.tokenizer->vocab_size();
   if (n_words > args.model.vocab_size)
     throw config::ConfigError("model.vocab_size is " + std::to_string(args.model.vocab_size) + " but the tokenizer '" +
@@ -147,23 +212,36 @@ void Trainer::Impl::setup() {
   log::info("model parameters: {} total, {} trainable, {} frozen", counts.total, counts.trainable,
             counts.total - counts.trainable);
 
-  masters = std::make_unique<MasterWeights>(*model, compute);
-  optimizer = std::make_unique<AdamW>(masters->trainable(), args.optim, args.optim.decay_norms_and_biases);
+  flops = std::make_unique<FlopCounter>(*model);
+  if (args.distributed.fsdp_type == "full_shard") {
+    sharded = std::make_unique<dist::ShardedModel>(*model, *world, compute);
+    optimizer = std::make_unique<AdamW>(sharded->trainable_shards(), args.optim);
+    if (!args.optim.decay_norms_and_biases) optimizer->set_decay_masks(sharded->matrix_masks());
+  } else {
+    masters = std::make_unique<MasterWeights>(*model, compute);
+    optimizer = std::make_unique<AdamW>(masters->trainable(), args.optim, args.optim.decay_norms_and_biases);
+  }
+  // Identical initial weights on every rank; from here on each rank draws its own DropPath masks.
+  if (size > 1) at::manual_seed(static_cast<uint64_t>(args.seed) + static_cast<uint64_t>(rank));
   store = std::make_unique<CheckpointStore>(
       args.checkpoint.path.value_or((fs::path(args.dump_dir) / "checkpoints").string()), args.checkpoint.dump,
       args.checkpoint.eval);
-  if (const auto dir = store->newest_complete()) {
-    restore(*dir);
+  // Rank 0 picks the newest complete checkpoint (reading every byte once) and tells the others its step.
+  at::Tensor resume_step = at::full({1}, -1, at::kLong);
+  if (leader())
+    if (const auto dir = store->newest_complete()) resume_step.fill_(std::stoll(fs::path(*dir).filename().string()));
+  world->broadcast(resume_step, 0);
+  if (const int64_t step = resume_step.item<int64_t>(); step >= 0) {
+    restore(store->step_dir(step));
     last_saved_step = pos.step;
   }
   run_start_step = pos.step;
   loader = pipeline.loader(pos.window_data_state);
 
-  flops = std::make_unique<FlopCounter>(*model);
   std::string peak_source;
-  peak = peak_flops(args.logging.peak_tflops, compute, &peak_source);
+  peak = peak_flops(args.logging.peak_tflops, compute, device, &peak_source);
   log::info("MFU is relative to {:.3g} TFLOP/s ({})", peak / 1e12, peak_source);
-  metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string());
+  if (leader()) metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string());
   val_pipeline = eval::validation_pipeline(args);
 }
 
@@ -172,35 +250,57 @@ void Trainer::Impl::validate() {
   json j{{"global_step", pos.step}, {"eval/loss", v.loss}, {"eval/loss_tokens", v.tokens}};
   for (const auto& [dataset, loss] : v.dataset_loss) j["eval/loss/" + dataset] = loss;
   j["created_at"] = utc_timestamp();
-  metrics->write(j);
+  if (leader()) metrics->write(j);
   log::info("step {}/{} | eval loss {:.4f} over {} loss tokens ({} batches, {:.2f} s)", pos.step, args.steps, v.loss,
             v.tokens, v.batches, v.seconds);
 }
 
 std::string Trainer::Impl::save() {
   CheckpointContents c;
-  for (const auto& [name, t] : masters->all()) c.model.insert(name, t.detach());
-  for (const auto& [name, t] : optimizer->state()) c.optimizer.insert(name, t);
   {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     c.extra.insert("rng.cpu", gen.get_state());
   }
   if (pos.acc_step > 0)
-    for (const auto& [name, t] : masters->trainable())
+    for (const auto& [name, t] : trainable())
       if (t.grad().defined()) c.extra.insert("grad." + name, t.grad());
   c.params_json = config::to_json(args);
   c.train_state_json = train_state_json(pos, args, loader ? loader->skipped() : data::SkipCounts{});
   const auto start = Clock::now();
-  const std::string dir = store->save(pos.step, c);
-  store->clean_up(dir);
+  std::string dir = store->step_dir(pos.step);
+  if (sharded) {
+    dir = store->save_sharded(pos.step,
+                              sharded_checkpoint_files(*sharded, *optimizer, std::move(c.extra), world->rank(),
+                                                       {{"params.json", c.params_json},
+                                                        {"train_state.json", c.train_state_json}}),
+                              *world);
+  } else if (leader()) {  // no_shard: the ranks hold the same weights and optimizer state
+    for (const auto& [name, t] : masters->all()) c.model.insert(name, t.detach());
+    for (const auto& [name, t] : optimizer->state()) c.optimizer.insert(name, t);
+    dir = store->save(pos.step, c);
+  }
+  if (leader()) store->clean_up(dir);
   last_saved_step = pos.step;
   log::info("saved {} (step {}, acc_step {}) in {:.2f} s", dir, pos.step, pos.acc_step, seconds_since(start));
   return dir;
 }
 
 void Trainer::Impl::restore(const std::string& dir) {
-  const CheckpointContents c = CheckpointStore::load(dir);
+  if (sharded) {
+    const ckpt::TensorMap extra = restore_sharded(dir, *sharded, *optimizer, world->rank());
+    pos = read_train_state(CheckpointStore::load(dir).train_state_json, dir);
+    if (const at::Tensor* rng = extra.find("rng.cpu")) {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(*rng);
+    }
+    for (const auto& [name, shard] : sharded->trainable_shards())
+      if (const at::Tensor* g = extra.find("grad." + name)) shard.mutable_grad() = g->to(shard.device()).clone();
+    log::info("resumed from {} at step {} (acc_step {}, {} ranks)", dir, pos.step, pos.acc_step, world->size());
+    return;
+  }
+  const CheckpointContents c = ckpt::is_sharded_checkpoint(dir) ? as_plain(dir) : CheckpointStore::load(dir);
   at::NoGradGuard no_grad;
   for (const auto& [name, master] : masters->all()) {
     const at::Tensor* t = c.model.find(name);
@@ -217,12 +317,43 @@ void Trainer::Impl::restore(const std::string& dir) {
     gen.set_state(*rng);
   }
   for (const auto& [name, master] : masters->trainable())
-    if (const at::Tensor* g = c.extra.find("grad." + name)) master.mutable_grad() = g->clone();
+    if (const at::Tensor* g = c.extra.find("grad." + name)) master.mutable_grad() = g->to(master.device()).clone();
   masters->publish();
   log::info("resumed from {} at step {} (acc_step {})", dir, pos.step, pos.acc_step);
 }
 
+void Trainer::Impl::log_memory_footprint() {
+  int64_t params = 0, grads = 0, state = 0, padding = 0;
+  if (sharded) {
+    const dist::ShardedModel::Footprint f = sharded->footprint();
+    params = f.shard_bytes;
+    grads = f.grad_bytes;
+    padding = f.padding_elements;
+  } else {
+    for (const auto& [name, t] : masters->all()) params += static_cast<int64_t>(t.nbytes());
+    for (const auto& [name, t] : masters->trainable())
+      if (t.grad().defined()) grads += static_cast<int64_t>(t.grad().nbytes());
+  }
+  for (const auto& [name, t] : optimizer->state()) state += static_cast<int64_t>(t.nbytes());
+  // Gradients exist only inside a step (zero_grad drops them): count them as the trainable parameters' size.
+  if (grads == 0)
+    for (const auto& [name, t] : trainable()) grads += static_cast<int64_t>(t.nbytes());
+  log::info("rank {} holds {} bytes of fp32 parameters, {} of gradients, {} of optimizer state ({} padding elements)",
+            world->rank(), params, grads, state, padding);
+}
+
 void Trainer::Impl::log_step(const StepRecord& r) {
+  std::vector<double> counts{static_cast<double>(window.tokens), static_cast<double>(window.loss_tokens),
+                             static_cast<double>(window.samples), window.model_flops};
+  sum_over_ranks(*world, counts);
+  window.tokens = static_cast<int64_t>(counts[0]);
+  window.loss_tokens = static_cast<int64_t>(counts[1]);
+  window.samples = static_cast<int64_t>(counts[2]);
+  window.model_flops = counts[3] / world->size();  // per device, as MFU divides by one device's peak
+  if (!leader()) {
+    window = LogWindow{};
+    return;
+  }
   const double elapsed = std::max(1e-9, seconds_since(window.start));
   const MemoryStats mem = memory_stats();
   const double total_gib = mem.total_gib;
@@ -282,8 +413,9 @@ void Trainer::request_stop() {
 model::PerceptionLMImpl& Trainer::model() {
   return *impl_->model;
 }
-const MasterWeights& Trainer::masters() const {
-  return *impl_->masters;
+NamedTensors Trainer::parameters() const {
+  if (impl_->sharded) return impl_->sharded->full_parameters();
+  return impl_->masters->all();
 }
 int64_t Trainer::step() const {
   return impl_->pos.step;
@@ -293,6 +425,7 @@ TrainOutcome Trainer::run() {
   Impl& m = *impl_;
   const config::TrainArgs& a = m.args;
   const int64_t G = a.grad_acc_steps;
+  const int W = m.world->size();
   const bool global_tokens = a.optim.loss_normalization == "global_tokens";
   TrainOutcome out;
   while (m.pos.step < a.steps) {
@@ -303,21 +436,33 @@ TrainOutcome Trainer::run() {
     const double data_seconds = seconds_since(data_start);
     const auto compute_start = Clock::now();
     std::vector<int64_t> n(static_cast<size_t>(G));
-    int64_t total = 0;
-    for (int64_t i = 0; i < G; ++i) total += n[i] = batches[i].loss_mask.sum().item<int64_t>();
+    std::vector<double> step_tokens{0.0};  // the loss tokens of the whole step, over all ranks
+    for (int64_t i = 0; i < G; ++i) step_tokens[0] += static_cast<double>(n[i] = batches[i].loss_mask.sum().item<int64_t>());
+    sum_over_ranks(*m.world, step_tokens);
+    const double total = step_tokens[0];
     std::set<std::string> bad_samples;
     for (int64_t i = m.pos.acc_step; i < G; ++i) {
       const data::Batch& b = batches[static_cast<size_t>(i)];
-      if (n[i] > 0) {  // a micro-batch without loss tokens contributes nothing (PLM would get a NaN mean)
-        const at::Tensor loss =
-            m.model->loss(eval::model_inputs(*m.model, b, m.device), b.labels.to(m.device), b.loss_mask.to(m.device));
-        const double scale = global_tokens ? static_cast<double>(n[i]) / static_cast<double>(total) : 1.0 / G;
+      // A micro-batch without loss tokens contributes nothing (PLM would get a NaN mean). With several ranks it
+      // still runs forward and backward, scaled by 0, so that every rank issues the same collectives.
+      if (n[i] > 0 || W > 1) {
+        at::Tensor mask = b.loss_mask.to(m.device);
+        if (n[i] == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
+        model::ModelInputs in = eval::model_inputs(*m.model, b, m.device);
+        m.ensure_vision_runs(in);
+        const at::Tensor loss = m.model->loss(in, b.labels.to(m.device), mask);
+        // Gradients are summed over ranks: reference = the mean over ranks of each rank's mean (PLM's FSDP average).
+        const double scale = n[i] == 0      ? 0.0
+                             : global_tokens ? static_cast<double>(n[i]) / total
+                                             : 1.0 / static_cast<double>(G * W);
         (loss * scale).backward();
-        m.masters->accumulate_gradients();
-        const double value = loss.item<double>();
-        if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
-        m.pos.window_loss_sum += value * static_cast<double>(n[i]);
-        m.pos.window_loss_tokens += n[i];
+        if (m.masters) m.masters->accumulate_gradients();
+        if (n[i] > 0) {
+          const double value = loss.item<double>();
+          if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
+          m.pos.window_loss_sum += value * static_cast<double>(n[i]);
+          m.pos.window_loss_tokens += n[i];
+        }
       }
       m.pos.acc_step = i + 1;
       m.window.tokens += b.input_ids.numel();
@@ -327,7 +472,8 @@ TrainOutcome Trainer::run() {
       m.window.tiles += tiles;
       m.window.model_flops += m.flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), n[i], tiles);
       if (on_micro_batch) on_micro_batch(m.pos.step, m.pos.acc_step);
-      if (m.pos.acc_step < G && m.stop_requested()) {
+      // One process can stop inside a window (its partial gradients are saved); several stop at step boundaries.
+      if (W == 1 && m.pos.acc_step < G && m.stop_requested()) {
         out.checkpoint = m.save();
         out.stopped = true;
         out.step = m.pos.step;
@@ -335,10 +481,22 @@ TrainOutcome Trainer::run() {
       }
     }
     m.pos.acc_step = 0;
-    const double grad_norm = clip_grad_norm(m.masters->trainable(), a.optim.clip);
-    const double loss = m.pos.window_loss_sum / static_cast<double>(std::max<int64_t>(1, m.pos.window_loss_tokens));
+    if (!m.sharded && W > 1) all_reduce_gradients(*m.world, m.masters->trainable());
+    const NamedTensors trainable = m.trainable();
+    std::function<double(double)> across_ranks;
+    if (m.sharded && W > 1)
+      across_ranks = [&m](double local) {
+        std::vector<double> v{local};
+        sum_over_ranks(*m.world, v);
+        return v[0];
+      };
+    const double grad_norm = clip_grad_norm(trainable, a.optim.clip, across_ranks);
+    std::vector<double> window_loss{m.pos.window_loss_sum, static_cast<double>(m.pos.window_loss_tokens),
+                                    bad_samples.empty() ? 0.0 : 1.0};
+    sum_over_ranks(*m.world, window_loss);
+    const double loss = window_loss[0] / std::max(1.0, window_loss[1]);
     const double lr = lr_for_update(a.optim, a.steps, m.pos.step + 1);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm) || window_loss[2] > 0) {
       if (bad_samples.empty())
         for (const auto& b : batches) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
       std::string ids;
@@ -352,7 +510,7 @@ TrainOutcome Trainer::run() {
       m.optimizer->step(lr);
     }
     m.optimizer->zero_grad();
-    m.masters->publish();
+    if (m.masters) m.masters->publish();
     ++m.pos.step;
     m.pos.window_data_state = after_window;
     m.pos.window_loss_sum = 0;
@@ -368,13 +526,14 @@ TrainOutcome Trainer::run() {
     if (m.val_pipeline &&
         ((a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) || m.pos.step == a.steps))
       m.validate();
-    if (m.stop_requested()) {
+    if (W > 1 ? m.any_rank_stopping() : m.stop_requested()) {
       if (!due) out.checkpoint = m.save();
       out.stopped = true;
       break;
     }
   }
   if (m.last_saved_step != m.pos.step && !out.stopped) out.checkpoint = m.save();
+  m.log_memory_footprint();
   out.step = m.pos.step;
   return out;
 }

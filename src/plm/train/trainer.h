@@ -1,4 +1,7 @@
-// `plm train`: one PLM stage from a recipe (plm-spec 5.2), on one process. The loop, per optimizer step:
+// `plm train`: one PLM stage from a recipe (plm-spec 5.2), on one process or as one rank of several (torchrun,
+// SLURM, plm launch: dist/env.h). With distributed.fsdp_type full_shard the model is fully sharded (dist/fsdp.h:
+// each rank holds 1/N of the fp32 weights, gradients and AdamW state); with no_shard every rank holds everything
+// and the gradients are summed (DDP). Each rank reads its slice of every global batch. The loop, per optimizer step:
 //   1. read the step's grad_acc_steps micro-batches (their loss-token counts are needed before the first backward
 //      under global_tokens);
 //   2. per micro-batch: loss (fp32 cross-entropy, mean over its loss tokens) scaled by the loss normalisation, backward
@@ -7,14 +10,17 @@
 //      lr 0, as PLM's LambdaLR does), masters published to the model;
 //   4. metrics every logging.freq steps, a checkpoint every checkpoint.dump.every / checkpoint.eval.every steps.
 // Loss normalisation (optim.loss_normalization):
-//   reference:     loss_i / grad_acc_steps, loss_i = the micro-batch's token mean (PLM; micro-batches with fewer
-//                  loss tokens weigh more per token);
-//   global_tokens: sum of the micro-batch's token losses / the loss tokens of the whole step, so batch 4 x 1 step,
-//                  2 x 2 and 1 x 4 give the same update.
+//   reference:     loss_i / (grad_acc_steps x ranks), loss_i = the micro-batch's token mean (PLM, whose FSDP
+//                  averages over ranks; micro-batches with fewer loss tokens weigh more per token);
+//   global_tokens: sum of the micro-batch's token losses / the loss tokens of the whole step on all ranks, so
+//                  batch 4 x 1 step, 2 x 2, 1 x 4 and 2 ranks x 2 give the same update.
+// Several ranks agree on every decision: the logged loss and NaN check are reduced over ranks, a stop signal on any
+// rank stops all at the next step boundary, rank 0 picks the checkpoint to resume from.
 // Resume is exact: a checkpoint holds the fp32 masters, AdamW state, the step and acc_step, the data position, the
 // CPU RNG (DropPath) and, when saved inside an accumulation window (a stop signal), the partly accumulated fp32
 // gradients with the data position of the window's start; the window's first acc_step micro-batches are then read
-// again but not recomputed.
+// again but not recomputed. A full_shard run saves per-rank shards (ckpt/sharded.h) that any world size resumes
+// from; a no_shard run saves rank 0's copy in the single-process layout.
 #pragma once
 
 #include <functional>
@@ -23,7 +29,7 @@
 
 #include "plm/config/args.h"
 #include "plm/model/perception_lm.h"
-#include "plm/train/precision.h"
+#include "plm/train/adamw.h"
 
 namespace plm::train {
 
@@ -56,7 +62,8 @@ class Trainer {
   std::function<void(int64_t step, int64_t acc_step)> on_micro_batch;
 
   model::PerceptionLMImpl& model();
-  const MasterWeights& masters() const;
+  /// Every parameter's fp32 master value by name (full_shard: gathered from all ranks, so call it on every rank).
+  NamedTensors parameters() const;
   int64_t step() const;
 
  private:

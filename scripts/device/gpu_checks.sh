@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU checks, run on a lent GPU machine through the device tool (see docs/ARCHITECTURE.md "GPU"): that machine
+# has python3 with the same torch wheel but none of the Debian libraries plm links, so the CUDA binary and its
+# non-torch libraries travel in .devcarry/ (prepared by scripts/device/pack.sh) and run through the carried dynamic
+# loader. Results (logs, metrics, a summary) go to $OUT.
+#   1. plm --version: CUDA compiled in, the GPU visible;
+#   2. the tiny model, bf16, on the GPU: full_shard (the sharded code path, one rank) vs no_shard, step times;
+#   3. PLM-1B stage 3 shapes (all parameters train, bf16, activation checkpointing, rows of 11,520 tokens, toy
+#      data): full_shard vs no_shard step time, MFU and peak memory.
+set -uo pipefail
+ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+work=/tmp/plm-gpu; rm -rf "$work"; mkdir -p "$work"
+tar -xJf .devcarry/libs.tar.xz -C "$work" && xz -dc .devcarry/plm.xz > "$work/plm" && chmod +x "$work/plm" || exit 1
+site="$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
+libs="$work/lib:$site/torch/lib"
+for d in "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib /usr/local/nvidia/lib64 /usr/local/cuda/lib64 \
+         /usr/lib/x86_64-linux-gnu; do [ -d "$d" ] && libs="$libs:$d"; done
+export OMP_WAIT_POLICY=passive  # plm would re-execute itself to set it: not through the carried loader
+plm() { "$work/lib/ld-linux-x86-64.so.2" --library-path "$libs" "$work/plm" "$@"; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; plm --version; } 2>&1 | tee "$OUT/version.txt"
+
+cd "$work"
+sed -n '/^"\$PY" - <<.PYDATA/,/^PYDATA/p' "$ROOT/tests/e2e/cli_train.sh" | sed '1d;$d' > make_data.py
+python3 make_data.py || exit 1
+printf 'toy:\n  annotation: %s/train.jsonl\n  root_dir: %s\n' "$work" "$work" > datasets.yaml
+common=(data.registry="$work/datasets.yaml" data.datamix=toy:1 checkpoint.init_ckpt_path=null
+        checkpoint.vision_model_path=null data.tokenizer_path="$ROOT/tests/fixtures/llama3/tokenizer.model"
+        distributed.device=cuda logging.freq=1 data.num_workers=4 checkpoint.dump.every=100000)
+summary() {  # name: mean iteration time of steps 3.., MFU, memory
+  python3 - "$1" "$work/$1/metrics.jsonl" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[2]) if '"loss/out"' in l]
+late = [r for r in rows if r["global_step"] >= 3] or rows
+it = sum(r["speed/curr_iter_time"] for r in late) / len(late)
+mfu = [r["speed/mfu"] for r in late if r.get("speed/mfu") is not None]
+print(f"{sys.argv[1]}: {len(rows)} steps, loss {rows[0]['loss/out']:.4f} -> {rows[-1]['loss/out']:.4f}, "
+      f"iter {it:.4f} s (mean of steps >= 3), MFU {sum(mfu) / max(1, len(mfu)):.3f}, "
+      f"wps {late[-1]['speed/wps']:.0f}")
+PY
+}
+for mode in full_shard no_shard; do
+  timeout 120 plm train "$ROOT/configs/models/tiny.yaml" dump_dir="$work/tiny_$mode" steps=30 "${common[@]}" \
+      data.batch_size=8 data.image_res=56 data.max_num_tiles=1 data.vision_input_type=vanilla model.max_seqlen=96 \
+      data.conversation_format=plm_sft distributed.fsdp_type=$mode distributed.model_dtype=bf16 optim.warmup=2 \
+      > "$OUT/tiny_$mode.log" 2>&1 || echo "tiny $mode failed: $(tail -3 "$OUT/tiny_$mode.log")" | tee -a "$OUT/summary.txt"
+  summary "tiny_$mode"
+done
+for mode in full_shard no_shard; do
+  timeout 200 plm train "$ROOT/recipes/stage3_sft/plm_1b.yaml" dump_dir="$work/b1_$mode" steps=6 "${common[@]}" \
+      data.batch_size=1 distributed.fsdp_type=$mode > "$OUT/b1_$mode.log" 2>&1 ||
+      echo "1B $mode failed: $(tail -3 "$OUT/b1_$mode.log")" | tee -a "$OUT/summary.txt"
+  summary "b1_$mode"
+  nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/summary.txt" 2>&1
+done
+cp "$work"/b1_*/metrics.jsonl "$OUT/" 2>/dev/null; for f in "$work"/b1_*/metrics.jsonl; do cp "$f" "$OUT/$(basename "$(dirname "$f")").metrics.jsonl"; done
+cat "$OUT/summary.txt"

@@ -1,0 +1,72 @@
+// Fully sharded data parallel (architecture.md "Sharding", fsdp-notes.md; PLM trains with FSDP2 full_shard,
+// plm-spec 5.4). Each unit of the model (model/units.h) keeps its parameters as one flat fp32 buffer padded to a
+// multiple of the world size, of which this rank holds only its shard (ckpt/sharded.h has the layout). The model's
+// own parameter tensors stay empty except while their unit runs:
+//   forward:  all-gather the unit's shards in the compute dtype, run the unit without recording autograd, keep only
+//             its input, free the gathered parameters;
+//   backward: all-gather again, run the unit again with autograd, back-propagate through it, reduce-scatter (sum)
+//             the unit's fp32 gradient into the shard's .grad, free.
+// This is full activation checkpointing and sharding in one autograd function per unit use; the optimizer updates
+// the shards (only their AdamW state exists on this rank). Frozen units are gathered but never reduced.
+//
+// Collective order: every rank must run the same units in the same order (fsdp-notes.md pitfall 9), so every
+// rank runs the vision tower on every micro-batch (the trainer gives text-only batches a dummy tile) and every
+// micro-batch backward, even one without loss tokens.
+// With one rank the gathers are copies (or, in fp32, views of the shard itself) and nothing is reduced.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plm/ckpt/sharded.h"
+#include "plm/dist/process_group.h"
+#include "plm/model/perception_lm.h"
+
+namespace plm::dist {
+
+class ShardedModel {
+ public:
+  /// Shards `model`, whose fp32 parameters must be identical on every rank (same seed or the same checkpoint) and
+  /// whose requires_grad flags are set (apply_freezing): keeps this rank's slice of every unit as an fp32 leaf on
+  /// the parameters' device (requiring grad when the unit trains), empties the model's parameters and installs the
+  /// unit runner. `compute` is the dtype units run in (bf16 or fp32). `world` must outlive this object.
+  ShardedModel(model::PerceptionLMImpl& model, World& world, at::ScalarType compute);
+  /// Uninstalls the runner (the model's parameters stay empty).
+  ~ShardedModel();
+  ShardedModel(const ShardedModel&) = delete;
+  ShardedModel& operator=(const ShardedModel&) = delete;
+
+  /// The units' layout (world size, names, parameters), identical on every rank.
+  const ckpt::ShardLayout& layout() const;
+
+  /// (unit name, this rank's fp32 shard) for every unit, in layout order. A shard's .grad holds the summed
+  /// gradient of the ranks' losses.
+  const std::vector<std::pair<std::string, at::Tensor>>& shards() const;
+  /// The shards of the units that train (what the optimizer updates).
+  std::vector<std::pair<std::string, at::Tensor>> trainable_shards() const;
+
+  /// Per trainable shard (in trainable_shards() order): 1 where the element belongs to a parameter of two or more
+  /// dimensions, 0 for 1-D ones (norms, biases, LayerScale) and padding: the weight-decay mask for
+  /// optim.decay_norms_and_biases = false.
+  std::vector<at::Tensor> matrix_masks() const;
+
+  /// Every parameter as a full fp32 tensor by name, gathered from all ranks (a collective: call on every rank).
+  std::vector<std::pair<std::string, at::Tensor>> full_parameters() const;
+
+  /// Bytes of this rank's shards, their gradients (when present) and padding elements, for the memory report.
+  struct Footprint {
+    int64_t shard_bytes = 0, grad_bytes = 0, padding_elements = 0;
+  };
+  Footprint footprint() const;
+
+  struct Impl;  // the unit runner (fsdp.cpp)
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace plm::dist

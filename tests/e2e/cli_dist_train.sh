@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Multi-process training on Gloo (issue "distributed", Done when): full_shard on 2 and 3 ranks (3 forces padding)
+# and no_shard on 2 give the 1-rank losses over 20 steps (fp32 within 1e-5 relative, bf16 within 2e-2); each rank's
+# parameters + gradients + optimizer state are total/N plus padding; a 3-rank checkpoint resumed on 2 ranks
+# continues the same global data stream and losses; torchrun and plm launch agree; a mix of text-only, image and
+# video samples trains on 2 ranks; a rank killed with SIGKILL ends the other with a message naming it.
+# Usage: tests/e2e/cli_dist_train.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
+tmp="$(mktemp -d)"; trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+cd "$tmp"
+sed -n '/^"\$PY" - <<.PYDATA/,/^PYDATA/p' "$ROOT/tests/e2e/cli_train.sh" | sed '1d;$d' > make_data.py
+"$PY" make_data.py || { echo "FAIL: could not make data"; exit 1; }
+cat > datasets.yaml <<YAML
+toy:
+  annotation: $tmp/train.jsonl
+  root_dir: $tmp
+YAML
+cat > recipe.yaml <<YAML
+include: $ROOT/configs/models/tiny.yaml
+name: dist_e2e
+steps: 20
+optim: {lr: 0.003, warmup: 3, lr_min_ratio: 0.1, loss_normalization: global_tokens}
+logging: {freq: 1}
+checkpoint: {dump: {every: 10, keep: 0}}
+distributed: {model_dtype: fp32, fsdp_type: full_shard, timeout_s: 60}
+model: {max_seqlen: 96}
+data:
+  datamix: toy:1
+  registry: $tmp/datasets.yaml
+  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
+  batch_size: 6
+  num_workers: 1
+  image_res: 56
+  max_num_tiles: 1
+  vision_input_type: vanilla
+  conversation_format: plm_sft
+YAML
+# One run: name, ranks, then overrides. The global batch is always 6 (batch_size = 6 / ranks).
+run() {
+  local name=$1 n=$2; shift 2
+  if ! timeout 300 "$PLM" launch --nproc-per-node "$n" recipe.yaml dump_dir="$tmp/$name" \
+      data.batch_size=$((6 / n)) "$@" > "$name.log" 2>&1; then
+    fail "$name did not finish"; tail -20 "$name.log"
+  fi
+}
+# Compares loss/out step by step: compare A B REL_TOL [FIRST_STEP]
+compare() {
+  "$PY" - "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$3" "${4:-1}" <<'PY' || fail "losses of $1 and $2 differ"
+import json, sys
+def losses(path):
+    out = {}
+    for line in open(path):
+        r = json.loads(line)
+        if "loss/out" in r: out[r["global_step"]] = r["loss/out"]
+    return out
+a, b, tol, first = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+steps = [s for s in sorted(a) if s >= first]
+assert steps and all(s in b for s in steps), f"steps {sorted(a)} vs {sorted(b)}"
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in steps)
+print(f"{sys.argv[1].split('/')[-2]} vs {sys.argv[2].split('/')[-2]}: steps {steps[0]}-{steps[-1]}, "
+      f"max relative loss difference {worst:.2e} (tolerance {tol:g}); first {a[steps[0]]:.6f}, last {a[steps[-1]]:.6f}")
+sys.exit(0 if worst <= tol else 1)
+PY
+}
+
+# 1. The same 20 steps on 1, 2 and 3 ranks.
+run shard1 1
+run shard2 2
+run shard3 3
+run noshard1 1 distributed.fsdp_type=no_shard
+run noshard2 2 distributed.fsdp_type=no_shard
+compare noshard1 shard1 1e-5
+compare noshard1 shard2 1e-5
+compare noshard1 shard3 1e-5
+compare noshard1 noshard2 1e-5
+run bf16_1 1 distributed.model_dtype=bf16
+run bf16_2 2 distributed.model_dtype=bf16
+compare bf16_1 bf16_2 2e-2
+
+# 2. Parameters + gradients + optimizer state per rank: total / N plus padding (within 10%).
+"$PY" - "$tmp" <<'PY' || fail "per-rank memory is not total/N"
+import re, sys
+def held(log):
+    out = {}
+    for m in re.finditer(r"rank (\d+) holds (\d+) bytes of fp32 parameters, (\d+) of gradients, (\d+) of optimizer state "
+                         r"\((\d+) padding", open(log).read()):
+        r, p, g, s, pad = map(int, m.groups())
+        out[r] = (p + g + s, pad)
+    return out
+total = held(f"{sys.argv[1]}/shard1.log")[0][0]
+ok = True
+for n in (1, 2, 3):
+    ranks = held(f"{sys.argv[1]}/shard{n}.log")
+    assert sorted(ranks) == list(range(n)), ranks
+    for r, (b, pad) in sorted(ranks.items()):
+        bound = total / n + pad * 16
+        print(f"N={n} rank {r}: {b} bytes of parameters+gradients+AdamW state ({b / total:.4f} of 1 rank's "
+              f"{total}; {pad} padding elements)")
+        ok &= b <= 1.1 * bound and b >= 0.9 * total / n
+sys.exit(0 if ok else 1)
+PY
+
+# 3. The 3-rank checkpoint of step 10 resumed on 2 ranks: steps 11-20 as in the uninterrupted 3-rank run.
+mkdir -p resumed/checkpoints && cp -r shard3/checkpoints/0000000010 resumed/checkpoints/
+run resumed 2
+grep -q "resumed from .*0000000010 at step 10" resumed.log || fail "the 2-rank run did not resume from step 10"
+compare shard3 resumed 1e-5 11
+"$PLM" consolidate resumed/checkpoints/0000000020 > /dev/null 2>&1 || fail "plm consolidate of a sharded checkpoint"
+"$PLM" consolidate shard3/checkpoints/0000000020 > /dev/null 2>&1 || fail "plm consolidate of a 3-rank checkpoint"
+"$PY" - "$tmp" <<'PY' || fail "consolidated sharded checkpoints differ from the 1-rank weights"
+import sys
+from safetensors.numpy import load_file
+d = sys.argv[1]
+one = load_file(f"{d}/noshard1/checkpoints/0000000020/model.safetensors")
+three = load_file(f"{d}/shard3/checkpoints/0000000020/consolidated.safetensors")
+assert set(three) <= set(one) and len(three) >= len(one) - 1, (sorted(one), sorted(three))
+worst = max(float(abs(one[k] - three[k]).max()) for k in three)
+print(f"consolidated 3-rank weights vs 1 rank: max difference {worst:.2e}")
+sys.exit(0 if worst < 1e-3 else 1)
+PY
+
+# 4. torchrun (from the torch wheel) gives plm launch's losses.
+if timeout 300 "$ROOT/.venv/bin/torchrun" --nproc-per-node 2 --no-python "$PLM" train recipe.yaml \
+    dump_dir="$tmp/torchrun2" data.batch_size=3 > torchrun2.log 2>&1; then
+  compare shard2 torchrun2 1e-5  # torchrun sets OMP_NUM_THREADS=1: other summation orders
+else
+  fail "torchrun did not finish"; tail -20 torchrun2.log
+fi
+
+# 5. Text-only, image and video samples mixed, on 2 ranks (every rank runs the vision tower every step).
+"$PLM" data make-demo --out demo --scale 0.02 > /dev/null || fail "make-demo"
+if timeout 300 "$PLM" launch --nproc-per-node 2 "$ROOT/recipes/demo/stage2.yaml" dump_dir="$tmp/mixed" steps=6 \
+    data.registry="$tmp/demo/datasets.yaml" data.tokenizer_path="$tmp/demo/tokenizer.model" \
+    data.datamix=demo_addition_train:2,demo_colour_mcq_train:1,demo_direction_mcq_train:1 data.batch_size=2 \
+    checkpoint.init_ckpt_path=null distributed.fsdp_type=full_shard logging.freq=1 > mixed.log 2>&1; then
+  grep -q "step 6/6" mixed.log || fail "the mixed run did not log step 6"
+else
+  fail "the mixed text/image/video run failed"; tail -20 mixed.log
+fi
+
+# 6. SIGKILL of one rank: the other stops within the timeout, naming it.
+port=$((20000 + RANDOM % 20000))
+for r in 0 1; do
+  RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$PLM" train recipe.yaml dump_dir="$tmp/killed" data.batch_size=3 steps=100000 distributed.timeout_s=5 \
+    > "killed$r.log" 2>&1 &
+  eval "pid$r=$!"
+done
+for _ in $(seq 100); do grep -q "step 3/" killed0.log && break; sleep 0.2; done
+kill -9 "$pid1"
+start=$SECONDS
+wait "$pid0"; rc=$?
+took=$((SECONDS - start))
+[ "$rc" -ne 0 ] || fail "rank 0 exited 0 after rank 1 was killed"
+[ "$took" -le 30 ] || fail "rank 0 took ${took}s to notice (timeout 5s)"
+grep -q "rank 1" killed0.log || { fail "rank 0's message does not name rank 1"; tail -5 killed0.log; }
+echo "killed rank 1: rank 0 exited $rc after ${took}s: $(grep -m1 -o 'rank 1[^|]*' killed0.log | head -c 200)"
+
+[ "$failures" -eq 0 ] && echo "cli_dist_train: all checks passed" || echo "cli_dist_train: $failures failure(s)"
+exit $((failures > 0))

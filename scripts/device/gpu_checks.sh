@@ -15,8 +15,10 @@ site="$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torc
 libs="$work/lib:$site/torch/lib"
 for d in "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib /usr/local/nvidia/lib64 /usr/local/cuda/lib64 \
          /usr/lib/x86_64-linux-gnu; do [ -d "$d" ] && libs="$libs:$d"; done
-export OMP_WAIT_POLICY=passive  # plm would re-execute itself to set it: not through the carried loader
-plm() { "$work/lib/ld-linux-x86-64.so.2" --library-path "$libs" "$work/plm" "$@"; }
+export TORCH_SHOW_CPP_STACKTRACES=1 OMP_WAIT_POLICY=passive  # plm would re-execute itself to set it: not through the carried loader
+mkdir -p "$work/bin"  # a command, not a function, so that timeout can run it
+printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' "$work/lib/ld-linux-x86-64.so.2" "$libs" "$work/plm" \
+  > "$work/bin/plm" && chmod +x "$work/bin/plm" && export PATH="$work/bin:$PATH"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; plm --version; } 2>&1 | tee "$OUT/version.txt"
 
 cd "$work"

@@ -38,7 +38,8 @@ at::Tensor decoder_frequencies(const config::ModelArgs& a, int64_t head_dim) {
 }
 
 RopeTable decoder_rope(const at::Tensor& frequencies, int64_t seqlen) {
-  const at::Tensor angles = at::outer(at::arange(seqlen, at::kLong).to(at::kFloat), frequencies);
+  const at::Tensor angles =
+      at::outer(at::arange(seqlen, frequencies.options().dtype(at::kLong)).to(at::kFloat), frequencies);
   return {angles.cos(), angles.sin()};
 }
 

@@ -121,21 +121,25 @@ at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
   const PerceptionEncoderImpl* self = this;
   const int64_t n = images.size(0), grid_h = images.size(2) / args.patch_size,
                 grid_w = images.size(3) / args.patch_size;
-  at::Tensor x = run_unit(runner, "vision_model", [self](const at::Tensor& in) { return self->stem(in); }, images);
+  at::Tensor x = run_unit(
+      runner, "vision_model", [self](const at::Tensor& in) { return self->stem(in); }, images);
   // Without rope2d PE uses nn.MultiheadAttention: same packed in_proj and scale, no rotation (zero angles).
   RopeTable rope = vision_rope(args.width / args.heads, grid_h, grid_w, args.use_cls_token);
   if (!args.use_rope2d) rope = {at::ones_like(rope.cos), at::zeros_like(rope.sin)};
+  rope = {rope.cos.to(x.device()), rope.sin.to(x.device())};
   const auto drop = draw_drop_path(n, x.scalar_type());
   for (size_t j = 0; j < resblocks->size(); ++j) {
     const auto* block = resblocks->ptr(j)->as<VisionBlockImpl>();
     const DropPathMasks masks = drop.empty() ? DropPathMasks{} : drop[j];
-    x = run_unit(runner, "vision_model.transformer.resblocks." + std::to_string(j),
-                 [block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
-                 activation_checkpointing, block->parameters());
+    x = run_unit(
+        runner, "vision_model.transformer.resblocks." + std::to_string(j),
+        [block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
+        activation_checkpointing, block->parameters());
   }
   if (ln_post) {
     const LayerNorm post = ln_post;
-    x = run_unit(runner, "vision_model", [post](const at::Tensor& in) { return post->forward(in); }, x);
+    x = run_unit(
+        runner, "vision_model", [post](const at::Tensor& in) { return post->forward(in); }, x);
   }
   return args.use_cls_token ? x.slice(1, 1) : x;
 }

@@ -5,7 +5,8 @@
 # loader. Results (logs, metrics, a summary) go to $OUT.
 #   1. plm --version: CUDA compiled in, the GPU visible;
 #   2. the tiny model, bf16, on the GPU: full_shard (the sharded code path, one rank) vs no_shard, step times;
-#   3. PLM-1B stage 3 shapes (all parameters train, bf16, activation checkpointing, rows of 11,520 tokens, toy
+#   3. plm generate from the tiny full_shard (sharded) checkpoint, fp32 on the GPU and on the CPU: same greedy text;
+#   4. PLM-1B stage 3 shapes (all parameters train, bf16, activation checkpointing, rows of 11,520 tokens, toy
 #      data): full_shard vs no_shard step time, MFU and peak memory.
 set -uo pipefail
 ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
@@ -37,7 +38,8 @@ it = sum(r["speed/curr_iter_time"] for r in late) / len(late)
 mfu = [r["speed/mfu"] for r in late if r.get("speed/mfu") is not None]
 print(f"{sys.argv[1]}: {len(rows)} steps, loss {rows[0]['loss/out']:.4f} -> {rows[-1]['loss/out']:.4f}, "
       f"iter {it:.4f} s (mean of steps >= 3), MFU {sum(mfu) / max(1, len(mfu)):.3f}, "
-      f"wps {late[-1]['speed/wps']:.0f}")
+      f"wps {late[-1]['speed/wps']:.0f}, peak GPU memory (active/reserved) "
+      f"{max(r['memory/max_active_gib'] for r in rows):.2f}/{max(r['memory/max_reserved_gib'] for r in rows):.2f} GiB")
 PY
 }
 for mode in full_shard no_shard; do
@@ -47,7 +49,16 @@ for mode in full_shard no_shard; do
       > "$OUT/tiny_$mode.log" 2>&1 || echo "tiny $mode failed: $(tail -3 "$OUT/tiny_$mode.log")" | tee -a "$OUT/summary.txt"
   summary "tiny_$mode"
 done
+ck="$work/tiny_full_shard/checkpoints/0000000030"
+for dev in cuda cpu; do
+  timeout 60 plm generate --ckpt "$ck" --tokenizer "$ROOT/tests/fixtures/llama3/tokenizer.model" --device $dev --dtype fp32 \
+      --question "What colour is it?" --media-path "$work/0.png" --max-gen-len 8 --print-ids \
+      > "$OUT/generate_$dev.txt" 2>&1 || echo "generate on $dev failed" >> "$OUT/summary.txt"
+done
+same=$(diff -q <(grep "ids:" "$OUT/generate_cuda.txt") <(grep "ids:" "$OUT/generate_cpu.txt") >/dev/null && echo same || echo different)
+echo "generate cuda vs cpu: $same prompt and generated ids" | tee -a "$OUT/summary.txt"
 for mode in full_shard no_shard; do
+  rm -rf "$work"/tiny_*/checkpoints
   timeout 200 plm train "$ROOT/recipes/stage3_sft/plm_1b.yaml" dump_dir="$work/b1_$mode" steps=6 "${common[@]}" \
       data.batch_size=1 distributed.fsdp_type=$mode > "$OUT/b1_$mode.log" 2>&1 ||
       echo "1B $mode failed: $(tail -3 "$OUT/b1_$mode.log")" | tee -a "$OUT/summary.txt"

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/safetensors.h"
+#include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
 #include "plm/config/load.h"
 #include "plm/model/init.h"
@@ -143,6 +144,9 @@ MappedTensors read_native_weights(const std::string& path, const config::ModelAr
       raw.assign(m.begin(), m.end());
     } else if (fs::exists(p / "consolidated.safetensors")) {
       raw = read_file(p / "consolidated.safetensors");
+    } else if (is_sharded_checkpoint(p.string())) {  // a full_shard run's step folder: its shards, unflattened
+      const TensorMap m = unflatten(p.string());
+      raw.assign(m.begin(), m.end());
     } else if (fs::exists(p / "consolidated.pth")) {
       raw = read_file(p / "consolidated.pth");
     } else {  // Meta-style parts, merged by name as PLM's load_consolidated_checkpoint does

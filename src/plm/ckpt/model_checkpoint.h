@@ -1,5 +1,6 @@
 // Reading a whole model from whatever checkpoint a user has (plm-spec 6.3, 6.5): a PLM folder (params.json +
-// consolidated.pth / consolidated.safetensors, or Meta-style consolidated.NN.pth parts), a single .pth or
+// consolidated.pth / consolidated.safetensors, Meta-style consolidated.NN.pth parts, or a full_shard training
+// checkpoint's shards: ckpt/sharded.h), a single .pth or
 // .safetensors file (native or Hugging Face names, recognised by content), or a Hugging Face PerceptionLM folder
 // (config.json + model.safetensors or an index with shards).
 #pragma once

@@ -8,7 +8,9 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 #ifdef PLM_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
 #endif
 
 #include "plm/common/log.h"
@@ -38,6 +40,27 @@ void set_cuda_device(int index) {
   (void)index;
   throw std::runtime_error("this plm was built without CUDA (configure with -DPLM_CUDA=ON)");
 #endif
+}
+
+CudaMemory cuda_memory(int device, bool reset) {
+  CudaMemory m;
+#ifdef PLM_CUDA
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  const auto stats = alloc::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  m.peak_active = stats.active_bytes[all].peak;
+  m.peak_reserved = stats.reserved_bytes[all].peak;
+  m.alloc_retries = stats.num_alloc_retries;
+  m.ooms = stats.num_ooms;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) m.total = static_cast<int64_t>(total_bytes);
+  if (reset) alloc::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+#else
+  (void)device;
+  (void)reset;
+  throw std::runtime_error("this plm was built without CUDA (configure with -DPLM_CUDA=ON)");
+#endif
+  return m;
 }
 
 std::string blas_name() {

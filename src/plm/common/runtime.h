@@ -17,6 +17,13 @@ int cuda_device_count();
 /// Makes CUDA device `index` the current one (PLM_CUDA builds; elsewhere throws std::runtime_error).
 void set_cuda_device(int index);
 
+/// The CUDA caching allocator's peaks on `device` since the last reset, and the device's memory, in bytes.
+struct CudaMemory {
+  int64_t peak_active = 0, peak_reserved = 0, total = 0, alloc_retries = 0, ooms = 0;
+};
+/// Reads them and, when `reset`, starts new peaks (PLM logs peaks per logging window). PLM_CUDA builds only.
+CudaMemory cuda_memory(int device, bool reset);
+
 /// The BLAS LibTorch uses, from its build configuration (e.g. "mkl", "open").
 std::string blas_name();
 

@@ -10,6 +10,7 @@
 #include <torch/cuda.h>
 
 #include "plm/common/log.h"
+#include "plm/common/runtime.h"
 
 namespace plm::train {
 
@@ -94,8 +95,18 @@ double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType
   return measured_matmul_rate(dtype, device);
 }
 
-MemoryStats memory_stats() {
+MemoryStats memory_stats(at::Device device) {
   MemoryStats s;
+  if (device.is_cuda()) {
+    const runtime::CudaMemory m = runtime::cuda_memory(device.index(), /*reset=*/true);
+    constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+    s.max_active_gib = static_cast<double>(m.peak_active) / gib;
+    s.max_reserved_gib = static_cast<double>(m.peak_reserved) / gib;
+    s.total_gib = static_cast<double>(m.total) / gib;
+    s.alloc_retries = m.alloc_retries;
+    s.ooms = m.ooms;
+    return s;
+  }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   s.max_active_gib = s.max_reserved_gib = static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);

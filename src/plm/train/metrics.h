@@ -43,12 +43,15 @@ class FlopCounter {
 double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, at::Device device,
                   std::string* source);
 
-/// The process's peak resident set (reported as both active and reserved, PLM's CUDA allocator fields) and the
-/// machine's memory, GiB. The peak covers the whole run: RSS peaks cannot be reset per logging window.
+/// PLM's memory fields, GiB. On a GPU: the CUDA caching allocator's peak active and reserved bytes since the
+/// previous call (peaks are reset, as PLM does per logging window), the device's memory, allocation retries and
+/// OOMs. On the CPU: the process's peak resident set as both active and reserved, for the whole run (RSS peaks
+/// cannot be reset), and the machine's memory.
 struct MemoryStats {
   double max_active_gib = 0, max_reserved_gib = 0, total_gib = 0;
+  int64_t alloc_retries = 0, ooms = 0;
 };
-MemoryStats memory_stats();
+MemoryStats memory_stats(at::Device device);
 
 /// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only).
 class MetricsWriter {

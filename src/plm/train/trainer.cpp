@@ -355,7 +355,7 @@ void Trainer::Impl::log_step(const StepRecord& r) {
     return;
   }
   const double elapsed = std::max(1e-9, seconds_since(window.start));
-  const MemoryStats mem = memory_stats();
+  const MemoryStats mem = memory_stats(device);
   const double total_gib = mem.total_gib;
   const double model_flops_per_s = window.model_flops / elapsed;
   json j;
@@ -378,8 +378,8 @@ void Trainer::Impl::log_step(const StepRecord& r) {
   j["memory/max_active_pct"] = 100.0 * mem.max_active_gib / total_gib;
   j["memory/max_reserved_gib"] = mem.max_reserved_gib;
   j["memory/max_reserved_pct"] = 100.0 * mem.max_reserved_gib / total_gib;
-  j["memory/num_alloc_retries"] = 0;
-  j["memory/num_ooms"] = 0;
+  j["memory/num_alloc_retries"] = mem.alloc_retries;
+  j["memory/num_ooms"] = mem.ooms;
   j["memory/power_draw"] = 0;
   j["loss/out"] = r.loss;
   for (const auto& [dataset, reasons] : loader->skipped())

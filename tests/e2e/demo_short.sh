@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `scripts/demo.sh --short` end to end: make-demo, the three chained stages, consolidate, eval, generate and the
-# plot, then checks the JSON summary: colour_mcq (the task the short run trains on) well above its chance of 0.25
-# on the held-out test split, the three stages' checkpoints, and the PNG.
+# plot, then checks the JSON summary: colour_mcq, count_short and position_mcq (the tasks the short run trains on)
+# well above their chance of 0.25 on the held-out test split, the three stages' checkpoints, and the PNG.
 # Usage: tests/e2e/demo_short.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
@@ -17,8 +17,9 @@ echo "$last"
 import json, sys
 j = json.loads(sys.argv[1])
 assert j["demo"] == "short", j
-acc, chance = j["accuracy"]["colour_mcq"], j["chance"]["colour_mcq"]
-assert chance == 0.25 and acc >= 0.6, f"colour_mcq accuracy {acc} is not well above chance {chance}"
+for task in ("colour_mcq", "count_short", "position_mcq"):
+    acc, chance = j["accuracy"][task], j["chance"][task]
+    assert chance == 0.25 and acc >= 0.7, f"{task} accuracy {acc} is not well above chance {chance}"
 assert j["seconds"] < 300, f"the short demo took {j['seconds']} s"
 PY
 for s in 1 2 3; do

@@ -219,6 +219,13 @@ TEST_CASE("make-demo: image answers match the drawn pixels") {
     const int q = s["answer"].get<std::string>()[0] - 'A';
     CHECK(quadrant_colours(image_of(s), q).count(colour_in_text(question(s))) == 1);
   }
+  for (const char* task : {"colour_mcq", "shape_mcq", "position_mcq"})  // one shape, asked about one property
+    for (const auto& s : samples("test", task)) {
+      const auto img = image_of(s);
+      int shapes = 0;
+      for (int q = 0; q < 4; ++q) shapes += !quadrant_colours(img, q).empty();
+      CHECK(shapes == 1);
+    }
   for (const auto& s : samples("test", "colour_mcq"))
     CHECK(present(colours_in(image_of(s), 0, 0, demo::kImageSize, demo::kImageSize))
               .count(colour_index(answer_option(s))));
@@ -245,8 +252,9 @@ TEST_CASE("make-demo: video answers match the decoded frames") {
     const auto frames = frames_of(s);
     int f = 0;
     while (f < n && in_frame(frames[f]).empty()) ++f;
-    REQUIRE(f < n);
-    CHECK(in_frame(frames[f]) == std::set<int>{colour_in_text(" " + answer_option(s) + " ")});
+    REQUIRE(f + 2 < n);
+    for (int k = f; k < f + 3; ++k)  // the first shape is alone for 3 frames
+      CHECK(in_frame(frames[k]) == std::set<int>{colour_in_text(" " + answer_option(s) + " ")});
   }
   for (const auto& s : samples("test", "count_video")) {
     const auto frames = frames_of(s);
@@ -285,6 +293,7 @@ TEST_CASE("make-demo: text, captions and tasks.json are consistent") {
     int a = 0, b = 0;
     REQUIRE(std::sscanf(question(s).c_str(), "What is %d plus %d?", &a, &b) == 2);
     CHECK(s["answer"] == std::to_string(a + b));
+    CHECK((a >= 0 && a <= 4 && b >= 0 && b <= 4));
     CHECK_FALSE(s.contains("image"));
   }
   for (const auto& s : samples("val", "caption")) {

@@ -56,15 +56,15 @@ std::string dataset_name(const std::string& task, const std::string& split) {
   return "demo_" + task + "_" + split;
 }
 
-// The datamixes of recipes/demo/stage{1,2,3}.yaml: captions for the warm-up, every task in stage 2, every task
-// but the captions in stage 3; one weight per task.
+// The datasets of recipes/demo/stage{1,2,3}.yaml's datamixes, at weight 1 (the recipes weight them): captions for
+// the warm-up, captions, pictures and text in stage 2, every task but the captions in stage 3.
 std::array<std::string, 3> stage_datamixes(const std::vector<TaskSpec>& tasks) {
   std::array<std::string, 3> mix;
   for (const auto& t : tasks) {
     const std::string entry = dataset_name(t.name, "train") + ":1";
     auto add = [&](std::string& m) { m += (m.empty() ? "" : ",") + entry; };
     if (t.stage1) add(mix[0]);
-    add(mix[1]);
+    if (t.media != "video") add(mix[1]);
     if (!t.stage1) add(mix[2]);
   }
   return mix;

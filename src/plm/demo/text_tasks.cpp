@@ -4,10 +4,10 @@
 namespace plm::demo {
 namespace {
 
-// Single-digit sums: 100 facts, so val/test repeat training questions; this task checks that text-only samples
+// Sums of digits 0-4: 25 facts, so val/test repeat training questions; this task checks that text-only samples
 // train, not generalisation.
 Json addition(SampleContext& ctx) {
-  const int a = ctx.rng.between(0, 9), b = ctx.rng.between(0, 9);
+  const int a = ctx.rng.between(0, 4), b = ctx.rng.between(0, 4);
   return short_sample(ctx, "What is " + std::to_string(a) + " plus " + std::to_string(b) + "? Answer with a number.",
                       std::to_string(a + b));
 }
@@ -15,8 +15,15 @@ Json addition(SampleContext& ctx) {
 }  // namespace
 
 std::vector<TaskSpec> text_tasks() {
-  // The likeliest sum, 9, comes from 10 of the 100 pairs.
-  return {{"addition", "text", "short", 0.1, {400, 40, 100}, false, "what is a plus b, for digits a and b", addition}};
+  // The likeliest sum, 4, comes from 5 of the 25 pairs.
+  return {{"addition",
+           "text",
+           "short",
+           0.2,
+           {400, 40, 100},
+           false,
+           "what is a plus b, for digits a and b up to 4",
+           addition}};
 }
 
 std::vector<TaskSpec> all_tasks() {

@@ -11,6 +11,9 @@ namespace plm::demo {
 namespace {
 
 constexpr int kLast = kVideoFrames - 1;
+// Shapes 21 to 25 pixels across, nearly filling a 28-pixel quadrant of the frame: one pooled token each, which they
+// fill (region_video_mcq's drifting shapes stay smaller, so that the red box around one fits its quadrant).
+constexpr int kRadiusLo = 10, kRadiusHi = 12;
 
 // A shape moving in a straight line from (x0, y0) at frame 0 to (x1, y1) at the last frame, drawn on the frames
 // first..last.
@@ -56,7 +59,7 @@ Shape random_shape(Rng& rng, int q, int r_lo, int r_hi, int colour) {
 }
 
 Json direction_mcq(SampleContext& ctx) {
-  Shape s = random_shape(ctx.rng, 0, 7, 10, -1);
+  Shape s = random_shape(ctx.rng, 0, kRadiusLo, kRadiusHi, -1);
   const int lo = s.r + 1, hi = kTileSize - 2 - s.r, across = ctx.rng.between(lo, hi);
   const int d = ctx.rng.below(4);  // left, right, up, down
   Track t{s, 0, 0, 0, 0, 0, kLast};
@@ -71,13 +74,17 @@ Json direction_mcq(SampleContext& ctx) {
       write_clip(ctx, {t}));
 }
 
-// Four shapes, one of each colour, in the four quadrants, appearing at distinct frames and staying.
+// Four shapes, one of each colour, in the four quadrants, appearing 3 frames apart (from frame 0-3 on) and staying:
+// the first one is alone for 3 frames.
 Json order_mcq(SampleContext& ctx) {
-  const std::vector<int> quadrants = ctx.rng.distinct(4, 4), starts = ctx.rng.distinct(12, 4);
+  const std::vector<int> quadrants = ctx.rng.distinct(4, 4);
+  std::vector<int> starts = ctx.rng.distinct(4, 4);
+  const int offset = ctx.rng.between(0, 3);
+  for (int& s : starts) s = offset + 3 * s;
   std::vector<Track> tracks;
   std::vector<std::string> options;
   for (int c = 0; c < kNumColours; ++c) {
-    const Shape s = random_shape(ctx.rng, quadrants[static_cast<size_t>(c)], 7, 10, c);
+    const Shape s = random_shape(ctx.rng, quadrants[static_cast<size_t>(c)], kRadiusLo, kRadiusHi, c);
     tracks.push_back(Track::still(s, starts[static_cast<size_t>(c)]));
     options.push_back("the " + s.name());
   }
@@ -86,16 +93,16 @@ Json order_mcq(SampleContext& ctx) {
                     write_clip(ctx, tracks));
 }
 
-// 1-4 shapes of distinct colours, each shown for 3-8 frames at a random time: counting across frames.
+// 1-4 shapes of distinct colours, each shown for 4-10 frames at a random time: counting across frames.
 Json count_video(SampleContext& ctx) {
   const int n = ctx.rng.between(1, 4);
   const std::vector<int> quadrants = ctx.rng.distinct(4, n), colours = ctx.rng.distinct(kNumColours, n);
   std::vector<Track> tracks;
   for (int i = 0; i < n; ++i) {
-    const int len = ctx.rng.between(3, 8), start = ctx.rng.between(0, kVideoFrames - len);
-    tracks.push_back(
-        Track::still(random_shape(ctx.rng, quadrants[static_cast<size_t>(i)], 7, 10, colours[static_cast<size_t>(i)]),
-                     start, start + len - 1));
+    const int len = ctx.rng.between(4, 10), start = ctx.rng.between(0, kVideoFrames - len);
+    tracks.push_back(Track::still(
+        random_shape(ctx.rng, quadrants[static_cast<size_t>(i)], kRadiusLo, kRadiusHi, colours[static_cast<size_t>(i)]),
+        start, start + len - 1));
   }
   return with_video(short_sample(ctx, "<video>\nHow many different shapes appear in the video? Answer with a number.",
                                  std::to_string(n)),
@@ -109,11 +116,11 @@ Json rtloc(SampleContext& ctx) {
   const std::vector<int> quadrants = ctx.rng.distinct(4, 1 + distractors),
                          colours = ctx.rng.distinct(kNumColours, 1 + distractors);
   const int len = ctx.rng.between(3, 10), start = ctx.rng.between(0, kVideoFrames - len), end = start + len - 1;
-  const Shape target = random_shape(ctx.rng, quadrants[0], 7, 10, colours[0]);
+  const Shape target = random_shape(ctx.rng, quadrants[0], kRadiusLo, kRadiusHi, colours[0]);
   std::vector<Track> tracks{Track::still(target, start, end)};
   for (int i = 1; i <= distractors; ++i)
-    tracks.push_back(
-        Track::still(random_shape(ctx.rng, quadrants[static_cast<size_t>(i)], 7, 10, colours[static_cast<size_t>(i)])));
+    tracks.push_back(Track::still(random_shape(ctx.rng, quadrants[static_cast<size_t>(i)], kRadiusLo, kRadiusHi,
+                                               colours[static_cast<size_t>(i)])));
   const std::string n = std::to_string(kVideoFrames);
   const std::string human = "<video>\nDuring which frames is the " + target.name() +
                             " visible? Give the start and end frame numbers between 0 and " + std::to_string(kLast) +
@@ -157,9 +164,9 @@ std::vector<TaskSpec> video_tasks() {
       {"direction_mcq", "video", "mcq", 0.25, {600, 40, 100}, false,
        "one shape crossing the frame; which way it moves", direction_mcq},
       {"order_mcq", "video", "mcq", 0.25, {600, 40, 100}, false,
-       "four shapes appearing one after another; which appears first", order_mcq},
+       "four shapes appearing 3 frames apart; which appears first", order_mcq},
       {"count_video", "video", "short", 0.25, {600, 40, 100}, false,
-       "1-4 shapes, each shown for a few frames; how many appear", count_video},
+       "1-4 shapes, each shown for 4-10 frames; how many appear", count_video},
       {"rtloc", "video", "rtloc", 0, {600, 40, 100}, false,
        "a shape visible for 3-10 frames among still ones; its [start, end] frames (PLM-VideoBench RTLoc form)", rtloc},
       {"region_video_mcq", "video", "mcq", 1.0 / 3, {600, 40, 100}, false,

@@ -45,6 +45,7 @@ def main(argv):
     torch.set_num_threads(1)
     decode_s = resize_s = checksum = 0.0
     samples = 0
+    cpu0 = time.process_time()
     for r in range(repeats):
         for path in argv:
             t0 = time.perf_counter()
@@ -58,8 +59,10 @@ def main(argv):
                 checksum += pixels.sum(dtype=torch.float64).item()
             samples += 1
     total = decode_s + resize_s
+    cpu_s = time.process_time() - cpu0
     print(f"python   threads=1 cores=1 samples {samples} time {total:.2f} s (decode {decode_s:.2f}, resize+normalise "
-          f"{resize_s:.2f}) samples/s {samples / total:.3f} samples/s/core {samples / total:.3f} checksum {checksum:.6e}")
+          f"{resize_s:.2f}) samples/s {samples / total:.3f} samples/s/core {samples / total:.3f} cpu {cpu_s:.2f} s "
+          f"samples/cpu-s {samples / cpu_s:.3f} checksum {checksum:.6e}")
 
 
 if __name__ == "__main__":

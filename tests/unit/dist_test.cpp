@@ -331,7 +331,12 @@ std::vector<RankResult> kill_one(int world, int victim, const std::function<void
       return named && s < 10 ? 0 : 1;
     }
   });
-  for (int r = 0; r < world; ++r) log << "rank " << r << ": " << results[r].output << "\n";
+  for (int r = 0; r < world; ++r) {
+    const int st = results[r].status;
+    log << "rank " << r << " ("
+        << (WIFEXITED(st) ? "exit " + std::to_string(WEXITSTATUS(st)) : "signal " + std::to_string(WTERMSIG(st)))
+        << "): " << results[r].output << "\n";
+  }
   return results;
 }
 

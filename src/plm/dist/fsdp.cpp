@@ -6,6 +6,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "plm/common/log.h"
 #include "plm/model/units.h"
 
 namespace plm::dist {
@@ -33,19 +34,106 @@ struct ShardedModel::Impl : model::UnitRunner {
 
   int64_t shard_len(const Unit& u) const { return ckpt::shard_length(u.layout.numel, world->size()); }
 
-  /// The unit's full flat parameters in the compute dtype, with the model's parameters made views of them.
-  at::Tensor gather(Unit& u) {
-    at::Tensor full;
+  // Overlap (several ranks): the order in which units are used in forward and in backward is recorded during the
+  // first micro-batch; from then on each use starts gathering the next unit of its pass before it computes
+  // (prefetch), and each backward leaves its reduce-scatter in flight while the next unit recomputes, finishing it
+  // at the next unit's backward or in finish_gradients(). Every rank records the same order, so the collectives
+  // stay in step; a use that does not follow the recorded order turns prefetching off (on every rank alike).
+  enum class Pass { none, forward, backward };
+  struct Order {
+    std::vector<Unit*> uses;
+    bool known = false;
+  };
+  Pass pass = Pass::none;
+  Order orders[2];  // forward, backward
+  size_t position = 0;
+  bool prefetch = true;
+  struct Gathering {
+    Unit* unit = nullptr;
+    at::Tensor full, input;
+    Pending pending;
+  } ahead;
+  struct Reduction {
+    Unit* unit = nullptr;
+    at::Tensor flat, shard_grad;
+    Pending pending;
+  } reducing;
+
+  /// Starts gathering the unit's full flat parameters in the compute dtype.
+  Gathering start_gather(Unit& u) {
+    Gathering g;
+    g.unit = &u;
     if (world->size() == 1 && compute == at::kFloat) {
-      full = u.shard.detach();  // the shard is the whole buffer: no copy
-    } else {
-      full = at::empty({shard_len(u) * world->size()}, u.shard.options().dtype(compute));
-      world->all_gather_into_tensor(full, u.shard.detach().to(compute));
+      g.full = u.shard.detach();  // the shard is the whole buffer: no copy
+      return g;
     }
+    g.full = at::empty({shard_len(u) * world->size()}, u.shard.options().dtype(compute));
+    g.input = u.shard.detach().to(compute);
+    g.pending = world->all_gather_into_tensor_async(g.full, g.input);
+    return g;
+  }
+
+  /// Makes the model's parameters of `u` views of its gathered buffer.
+  void attach(Unit& u, const at::Tensor& full) {
     for (size_t i = 0; i < u.parameters.size(); ++i) {
       const ckpt::FlatParameter& p = u.layout.parameters[i];
       u.parameters[i].set_data(full.narrow(0, p.offset, p.numel).view(p.shape));
     }
+  }
+
+  /// The unit's gathered parameters, attached: from the prefetch when it holds this unit, else gathered now.
+  at::Tensor gather(Unit& u) {
+    Gathering g;
+    if (ahead.unit == &u) {
+      g = std::move(ahead);
+      ahead = Gathering{};
+    } else {
+      drop_prefetch();
+      g = start_gather(u);
+    }
+    g.pending.wait();
+    attach(u, g.full);
+    return g.full;
+  }
+
+  void drop_prefetch() {
+    if (!ahead.unit) return;
+    ahead.pending.wait();
+    if (ahead.full.defined() && !ahead.full.is_alias_of(ahead.unit->shard))
+      ahead.full.storage().unsafeGetStorageImpl()->reset();
+    ahead = Gathering{};
+  }
+
+  /// Records or follows the order of unit uses; returns the unit used next in this pass, if known.
+  Unit* step_order(Pass p, Unit& u) {
+    if (p != pass) {
+      if (pass != Pass::none) orders[pass == Pass::forward ? 0 : 1].known = true;  // its first pass is complete
+      pass = p;
+      position = 0;
+    }
+    Order& order = orders[p == Pass::forward ? 0 : 1];
+    if (!order.known) {
+      order.uses.push_back(&u);
+      return nullptr;
+    }
+    if (position >= order.uses.size() || order.uses[position] != &u) {
+      if (prefetch)  // the same decision on every rank: they all see the same order
+        log::warn(
+            "the model used unit '{}' out of the order recorded in the first micro-batch: prefetching of "
+            "unit parameters is off from here on",
+            u.layout.name);
+      prefetch = false;
+      return nullptr;
+    }
+    ++position;
+    return position < order.uses.size() ? order.uses[position] : nullptr;
+  }
+
+  /// Gathers `u` for a use in pass `p` and starts gathering the pass's next unit.
+  at::Tensor gather_for(Pass p, Unit& u) {
+    Unit* next = step_order(p, u);
+    at::Tensor full = gather(u);
+    if (next && prefetch && world->size() > 1) ahead = start_gather(*next);
     return full;
   }
 
@@ -53,16 +141,14 @@ struct ShardedModel::Impl : model::UnitRunner {
   /// reference to it for a while: fsdp-notes.md pitfall 7).
   void release(Unit& u, at::Tensor& full) {
     for (at::Tensor& p : u.parameters) p.set_data(placeholder);
-    if (!full.is_same(u.shard) && full.storage().data() != u.shard.storage().data())
-      full.storage().unsafeGetStorageImpl()->reset();
+    if (!full.is_alias_of(u.shard)) full.storage().unsafeGetStorageImpl()->reset();
     full.reset();
   }
 
-  /// The unit's parameter gradients (compute dtype, full size) as one padded fp32 buffer, reduce-scattered (sum)
-  /// into a shard-sized gradient; the parameters' gradients are dropped.
-  at::Tensor reduce_gradients(Unit& u) {
-    const int64_t s = shard_len(u);
-    at::Tensor flat = at::zeros({s * world->size()}, u.shard.options());
+  /// The unit's parameter gradients (compute dtype, full size) as one padded fp32 buffer; the parameters'
+  /// gradients are dropped.
+  at::Tensor flat_gradients(Unit& u) {
+    at::Tensor flat = at::zeros({shard_len(u) * world->size()}, u.shard.options());
     for (size_t i = 0; i < u.parameters.size(); ++i) {
       at::Tensor& p = u.parameters[i];
       if (!p.grad().defined()) continue;
@@ -70,10 +156,28 @@ struct ShardedModel::Impl : model::UnitRunner {
       flat.narrow(0, f.offset, f.numel).copy_(p.grad().reshape({-1}));
       p.mutable_grad().reset();
     }
-    if (world->size() == 1) return flat;
-    at::Tensor shard_grad = at::empty({s}, u.shard.options());
-    world->reduce_scatter_tensor(shard_grad, flat, ReduceOp::sum);
-    return shard_grad;
+    return flat;
+  }
+
+  /// Starts reduce-scattering (sum) the unit's flat gradient into a shard-sized one, after finishing the previous.
+  void start_reduction(Unit& u, at::Tensor flat) {
+    finish_reduction();
+    reducing.unit = &u;
+    reducing.flat = std::move(flat);
+    reducing.shard_grad = at::empty({shard_len(u)}, u.shard.options());
+    reducing.pending = world->reduce_scatter_tensor_async(reducing.shard_grad, reducing.flat, ReduceOp::sum);
+  }
+
+  /// Waits for the reduction in flight and adds it into its shard's gradient.
+  void finish_reduction() {
+    if (!reducing.unit) return;
+    reducing.pending.wait();
+    at::Tensor& grad = reducing.unit->shard.mutable_grad();
+    if (grad.defined())
+      grad.add_(reducing.shard_grad);
+    else
+      grad = reducing.shard_grad;
+    reducing = Reduction{};
   }
 
   at::Tensor run(const std::string& unit, const model::Block& fn, const at::Tensor& x) override;
@@ -95,12 +199,15 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
                             const c10::intrusive_ptr<UnitCall>& call) {
     ctx->save_for_backward({x});
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
-    at::Tensor full = call->owner->gather(*call->unit);
+    ShardedModel::Impl& owner = *call->owner;
+    at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::forward, *call->unit);
     at::Tensor y = call->fn(x);  // grad mode is off inside forward
-    call->owner->release(*call->unit, full);
+    owner.release(*call->unit, full);
     return y;
   }
 
+  // With several ranks the shard's gradient is not returned but left reducing (Impl::start_reduction); the
+  // trainer's finish_gradients() adds the last one.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto call = c10::static_intrusive_pointer_cast<UnitCall>(ctx->saved_data["call"].toCapsule());
@@ -109,13 +216,20 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
     const at::Tensor x = ctx->get_saved_variables()[0];
     const bool input_grad = x.requires_grad();
     at::Tensor input = x.is_floating_point() ? x.detach().requires_grad_(input_grad) : x;
-    at::Tensor full = owner.gather(unit);
+    at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::backward, unit);
     {
       at::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off (fsdp-notes.md pitfall 1)
       at::Tensor y = call->fn(input);
       if (y.requires_grad() && grad_out[0].defined()) torch::autograd::backward({y}, {grad_out[0]});
     }
-    at::Tensor shard_grad = unit.layout.trainable ? owner.reduce_gradients(unit) : at::Tensor();
+    at::Tensor shard_grad;
+    if (unit.layout.trainable) {
+      at::Tensor flat = owner.flat_gradients(unit);
+      if (owner.world->size() == 1)
+        shard_grad = flat;
+      else
+        owner.start_reduction(unit, std::move(flat));
+    }
     owner.release(unit, full);
     return {input_grad ? input.grad() : at::Tensor(), shard_grad, at::Tensor()};
   }
@@ -127,7 +241,7 @@ at::Tensor ShardedModel::Impl::run(const std::string& name, const model::Block& 
   const auto it = index.find(name);
   TORCH_CHECK(it != index.end(), "the sharded model has no unit '", name, "'");
   Unit& u = units[it->second];
-  if (!at::GradMode::is_enabled()) {
+  if (!at::GradMode::is_enabled()) {  // validation or generation: no prefetch, no recorded order
     at::Tensor full = gather(u);
     at::Tensor y = fn(x);
     release(u, full);
@@ -176,7 +290,13 @@ ShardedModel::ShardedModel(model::PerceptionLMImpl& model, World& world, at::Sca
 }
 
 ShardedModel::~ShardedModel() {
+  impl_->drop_prefetch();
+  impl_->finish_reduction();
   impl_->model->set_unit_runner(nullptr);
+}
+
+void ShardedModel::finish_gradients() {
+  impl_->finish_reduction();
 }
 
 const ckpt::ShardLayout& ShardedModel::layout() const {

@@ -12,7 +12,11 @@
 // Collective order: every rank must run the same units in the same order (fsdp-notes.md pitfall 9), so every
 // rank runs the vision tower on every micro-batch (the trainer gives text-only batches a dummy tile) and every
 // micro-batch backward, even one without loss tokens.
-// With one rank the gathers are copies (or, in fp32, views of the shard itself) and nothing is reduced.
+// With one rank the gathers are copies (or, in fp32, views of the shard itself) and nothing is reduced. With several,
+// communication overlaps computation: each unit use prefetches the next unit's gather (in the order recorded during
+// the first micro-batch, for forward and for backward) and each reduce-scatter runs during the next unit's backward.
+// Collectives run on the backend's own threads (Gloo) or stream (NCCL, which orders them after the compute stream's
+// work at launch and makes the compute stream wait for them at wait()).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -46,6 +50,10 @@ class ShardedModel {
   /// (unit name, this rank's fp32 shard) for every unit, in layout order. A shard's .grad holds the summed
   /// gradient of the ranks' losses.
   const std::vector<std::pair<std::string, at::Tensor>>& shards() const;
+  /// Completes the gradient reductions still in flight after a backward (several ranks overlap each unit's
+  /// reduce-scatter with the next unit's backward): call after every backward, before reading shard gradients.
+  void finish_gradients();
+
   /// The shards of the units that train (what the optimizer updates).
   std::vector<std::pair<std::string, at::Tensor>> trainable_shards() const;
 

@@ -174,13 +174,19 @@ struct World::Impl {
   // Runs one collective: errors while enqueueing are the caller's (sizes, dtypes), errors while waiting are the
   // job's (a peer died or did not answer) and become a DistError.
   void run(const std::string& op, const std::function<c10::intrusive_ptr<c10d::Work>()>& enqueue) {
-    const auto start = Clock::now();
-    const c10::intrusive_ptr<c10d::Work> work = enqueue();
-    try {
-      work->wait(options.timeout);
-    } catch (const std::exception& e) {
-      throw diagnose(op, Clock::now() - start, e);
-    }
+    start(op, enqueue).wait();
+  }
+
+  Pending start(const std::string& op, const std::function<c10::intrusive_ptr<c10d::Work>()>& enqueue) {
+    const auto started = Clock::now();
+    c10::intrusive_ptr<c10d::Work> work = enqueue();
+    return Pending([this, op, started, work] {
+      try {
+        work->wait(options.timeout);
+      } catch (const std::exception& e) {
+        throw diagnose(op, Clock::now() - started, e);
+      }
+    });
   }
 };
 
@@ -273,7 +279,44 @@ void World::all_reduce(const at::Tensor& t, ReduceOp op) {
   });
 }
 
+Pending& Pending::operator=(Pending&& other) noexcept {
+  if (this != &other) {
+    if (wait_) {
+      try {
+        wait();
+      } catch (...) {
+      }
+    }
+    wait_ = std::move(other.wait_);
+    other.wait_ = nullptr;
+  }
+  return *this;
+}
+
+Pending::~Pending() {
+  if (!wait_) return;
+  try {
+    wait();
+  } catch (...) {
+  }
+}
+
+void Pending::wait() {
+  if (!wait_) return;
+  const std::function<void()> w = std::move(wait_);
+  wait_ = nullptr;
+  w();
+}
+
 void World::all_gather_into_tensor(const at::Tensor& output, const at::Tensor& input) {
+  all_gather_into_tensor_async(output, input).wait();
+}
+
+void World::reduce_scatter_tensor(const at::Tensor& output, const at::Tensor& input, ReduceOp op) {
+  reduce_scatter_tensor_async(output, input, op).wait();
+}
+
+Pending World::all_gather_into_tensor_async(const at::Tensor& output, const at::Tensor& input) {
   check_dense(output, "all_gather_into_tensor", "output");
   check_dense(input, "all_gather_into_tensor", "input");
   TORCH_CHECK(
@@ -282,9 +325,9 @@ void World::all_gather_into_tensor(const at::Tensor& output, const at::Tensor& i
       "dtype and device; got ", output.numel(), " ", output.dtype(), " on ", output.device());
   if (size() == 1) {
     output.view(-1).copy_(input.view(-1));
-    return;
+    return {};
   }
-  impl_->run("all_gather_into_tensor", [&] {
+  return impl_->start("all_gather_into_tensor", [&] {
     at::Tensor out = output, in = input;
     c10d::AllgatherOptions o;
     o.timeout = impl_->options.timeout;
@@ -292,7 +335,7 @@ void World::all_gather_into_tensor(const at::Tensor& output, const at::Tensor& i
   });
 }
 
-void World::reduce_scatter_tensor(const at::Tensor& output, const at::Tensor& input, ReduceOp op) {
+Pending World::reduce_scatter_tensor_async(const at::Tensor& output, const at::Tensor& input, ReduceOp op) {
   check_dense(output, "reduce_scatter_tensor", "output");
   check_dense(input, "reduce_scatter_tensor", "input");
   TORCH_CHECK(
@@ -301,9 +344,9 @@ void World::reduce_scatter_tensor(const at::Tensor& output, const at::Tensor& in
       "dtype and device; got ", input.numel(), " ", input.dtype(), " on ", input.device());
   if (size() == 1) {
     output.view(-1).copy_(input.view(-1));
-    return;
+    return {};
   }
-  impl_->run("reduce_scatter_tensor", [&] {
+  return impl_->start("reduce_scatter_tensor", [&] {
     at::Tensor out = output, in = input;
     c10d::ReduceScatterOptions o;
     o.reduceOp = to_c10d(op);

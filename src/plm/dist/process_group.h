@@ -18,6 +18,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -42,6 +43,24 @@ class DistError : public std::runtime_error {
 };
 
 enum class ReduceOp { sum, avg, max };
+
+/// A collective in flight (World's *_async calls). wait() finishes it with the synchronous calls' failure contract
+/// (DistError naming the silent ranks); a Pending that was never waited for is waited for by its destructor, which
+/// swallows errors (wait explicitly to see them). With NCCL, wait() makes the current CUDA stream wait for the
+/// collective's stream; the host does not block.
+class Pending {
+ public:
+  Pending() = default;
+  explicit Pending(std::function<void()> wait) : wait_(std::move(wait)) {}
+  Pending(Pending&& other) noexcept : wait_(std::move(other.wait_)) { other.wait_ = nullptr; }
+  Pending& operator=(Pending&& other) noexcept;
+  ~Pending();
+  void wait();
+  bool active() const { return static_cast<bool>(wait_); }
+
+ private:
+  std::function<void()> wait_;
+};
 
 struct WorldOptions {
   /// How long the rendezvous and each collective may wait for the other ranks (config `distributed.timeout_s`).
@@ -77,6 +96,12 @@ class World {
 
   /// output = chunk `rank()` of reduce(input over ranks); input.numel() == size() * output.numel().
   void reduce_scatter_tensor(const at::Tensor& output, const at::Tensor& input, ReduceOp op = ReduceOp::sum);
+
+  /// The same two, started and returned in flight: `output` (and `input`) must stay alive until wait(). Every rank
+  /// must start the same collectives in the same order, as for the synchronous calls; several may be in flight.
+  [[nodiscard]] Pending all_gather_into_tensor_async(const at::Tensor& output, const at::Tensor& input);
+  [[nodiscard]] Pending reduce_scatter_tensor_async(const at::Tensor& output, const at::Tensor& input,
+                                                    ReduceOp op = ReduceOp::sum);
 
   /// In place: every rank's `t` becomes root's.
   void broadcast(const at::Tensor& t, int root = 0);

@@ -14,12 +14,12 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/model_checkpoint.h"
+#include "plm/ckpt/sharded.h"
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
 #include "plm/config/emit.h"
 #include "plm/config/source.h"
 #include "plm/data/pipeline.h"
-#include "plm/ckpt/sharded.h"
 #include "plm/dist/env.h"
 #include "plm/dist/fsdp.h"
 #include "plm/dist/process_group.h"
@@ -163,9 +163,9 @@ void Trainer::Impl::setup() {
   const dist::LaunchEnv env = dist::launch_env();
   const int gpus = runtime::cuda_device_count();
   if (args.distributed.device == "cuda" && gpus == 0)
-    throw config::ConfigError(std::string("distributed.device is cuda but ") +
-                              (runtime::cuda_compiled() ? "no CUDA device is visible."
-                                                        : "this plm was built without CUDA (-DPLM_CUDA=ON)."));
+    throw config::ConfigError(
+        std::string("distributed.device is cuda but ") +
+        (runtime::cuda_compiled() ? "no CUDA device is visible." : "this plm was built without CUDA (-DPLM_CUDA=ON)."));
   if (args.distributed.device != "cpu" && gpus > 0) {
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
     runtime::set_cuda_device(device.index());
@@ -270,11 +270,11 @@ std::string Trainer::Impl::save() {
   const auto start = Clock::now();
   std::string dir = store->step_dir(pos.step);
   if (sharded) {
-    dir = store->save_sharded(pos.step,
-                              sharded_checkpoint_files(*sharded, *optimizer, std::move(c.extra), world->rank(),
-                                                       {{"params.json", c.params_json},
-                                                        {"train_state.json", c.train_state_json}}),
-                              *world);
+    dir = store->save_sharded(
+        pos.step,
+        sharded_checkpoint_files(*sharded, *optimizer, std::move(c.extra), world->rank(),
+                                 {{"params.json", c.params_json}, {"train_state.json", c.train_state_json}}),
+        *world);
   } else if (leader()) {  // no_shard: the ranks hold the same weights and optimizer state
     for (const auto& [name, t] : masters->all()) c.model.insert(name, t.detach());
     for (const auto& [name, t] : optimizer->state()) c.optimizer.insert(name, t);
@@ -437,7 +437,8 @@ TrainOutcome Trainer::run() {
     const auto compute_start = Clock::now();
     std::vector<int64_t> n(static_cast<size_t>(G));
     std::vector<double> step_tokens{0.0};  // the loss tokens of the whole step, over all ranks
-    for (int64_t i = 0; i < G; ++i) step_tokens[0] += static_cast<double>(n[i] = batches[i].loss_mask.sum().item<int64_t>());
+    for (int64_t i = 0; i < G; ++i)
+      step_tokens[0] += static_cast<double>(n[i] = batches[i].loss_mask.sum().item<int64_t>());
     sum_over_ranks(*m.world, step_tokens);
     const double total = step_tokens[0];
     std::set<std::string> bad_samples;
@@ -452,10 +453,11 @@ TrainOutcome Trainer::run() {
         m.ensure_vision_runs(in);
         const at::Tensor loss = m.model->loss(in, b.labels.to(m.device), mask);
         // Gradients are summed over ranks: reference = the mean over ranks of each rank's mean (PLM's FSDP average).
-        const double scale = n[i] == 0      ? 0.0
+        const double scale = n[i] == 0       ? 0.0
                              : global_tokens ? static_cast<double>(n[i]) / total
                                              : 1.0 / static_cast<double>(G * W);
         (loss * scale).backward();
+        if (m.sharded) m.sharded->finish_gradients();
         if (m.masters) m.masters->accumulate_gradients();
         if (n[i] > 0) {
           const double value = loss.item<double>();

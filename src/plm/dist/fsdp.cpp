@@ -99,8 +99,7 @@ struct ShardedModel::Impl : model::UnitRunner {
   void drop_prefetch() {
     if (!ahead.unit) return;
     ahead.pending.wait();
-    if (ahead.full.defined() && !ahead.full.is_alias_of(ahead.unit->shard))
-      ahead.full.storage().unsafeGetStorageImpl()->reset();
+    free_buffer(*ahead.unit, ahead.full);
     ahead = Gathering{};
   }
 
@@ -141,7 +140,12 @@ struct ShardedModel::Impl : model::UnitRunner {
   /// reference to it for a while: fsdp-notes.md pitfall 7).
   void release(Unit& u, at::Tensor& full) {
     for (at::Tensor& p : u.parameters) p.set_data(placeholder);
-    if (!full.is_alias_of(u.shard)) full.storage().unsafeGetStorageImpl()->reset();
+    free_buffer(u, full);
+  }
+
+  /// Frees a gathered buffer's memory now, unless it is the shard itself (one rank, fp32).
+  static void free_buffer(const Unit& u, at::Tensor& full) {
+    if (full.defined() && !full.is_alias_of(u.shard)) full.storage().unsafeGetStorageImpl()->reset();
     full.reset();
   }
 

@@ -111,6 +111,23 @@ bool is_tmp(const fs::path& p) {
   return p.filename().string().rfind(kTmpPrefix, 0) == 0;
 }
 
+// Writes the manifest of `files` into `tmp` last (a folder with one has every file it lists, complete and flushed)
+// and renames `tmp` onto `final_dir`. rename(2) cannot replace a non-empty folder: an existing one is moved aside to
+// `old` first (the caller removes it). A crash in between leaves both under .tmp-* names, which the next run
+// removes; it then resumes from an older step.
+void finish_folder(int64_t step, const json& files, const fs::path& tmp, const fs::path& final_dir, const fs::path& old,
+                   const fs::path& root) {
+  write_text(tmp / kManifest, json{{"format", kFormat}, {"step", step}, {"files", files}}.dump(2) + "\n");
+  fsync_dir(tmp);
+  std::error_code ec;
+  if (fs::exists(final_dir)) {
+    fs::remove_all(old, ec);
+    if (::rename(final_dir.c_str(), old.c_str()) != 0) fail("cannot move aside", final_dir, errno);
+  }
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) fail("cannot rename '" + tmp.string() + "' to", final_dir, errno);
+  fsync_dir(root);
+}
+
 }  // namespace
 
 CheckpointStore::CheckpointStore(std::string root, config::SaveEvery dump, config::SaveEvery eval)
@@ -148,18 +165,7 @@ std::string CheckpointStore::save(int64_t step, const CheckpointContents& conten
     if (!contents.extra.empty()) add_tensors("extra.safetensors", contents.extra);
     add_text("params.json", contents.params_json);
     add_text("train_state.json", contents.train_state_json);
-    // The manifest comes last: a folder with one has every file it lists, complete and flushed.
-    write_text(tmp / kManifest, json{{"format", kFormat}, {"step", step}, {"files", files}}.dump(2) + "\n");
-    fsync_dir(tmp);
-    // rename(2) cannot replace a non-empty folder: move the old one aside first. A crash in between leaves
-    // both under .tmp-* names, which the next run removes; it then resumes from an older step.
-    if (fs::exists(final_dir)) {
-      fs::remove_all(old, ec);
-      if (::rename(final_dir.c_str(), old.c_str()) != 0) fail("cannot move aside", final_dir, errno);
-    }
-    if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
-      fail("cannot rename '" + tmp.string() + "' to", final_dir, errno);
-    fsync_dir(root);
+    finish_folder(step, files, tmp, final_dir, old, root);
   } catch (...) {
     fs::remove_all(tmp, ec);
     if (fs::exists(old, ec) && !fs::exists(final_dir, ec)) ::rename(old.c_str(), final_dir.c_str());  // put back
@@ -181,9 +187,9 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
     world.all_reduce(failed, dist::ReduceOp::max);
     if (failed.item<int>() == 0) return;
     if (leader) fs::remove_all(tmp, ec);
-    throw ckpt::CheckpointError(!error.empty() ? error
-                                               : fmt::format("another rank could not {} checkpoint step {} in '{}'.",
-                                                             stage, step, root_));
+    throw ckpt::CheckpointError(
+        !error.empty() ? error
+                       : fmt::format("another rank could not {} checkpoint step {} in '{}'.", stage, step, root_));
   };
   std::string error;
   if (leader) {
@@ -215,15 +221,7 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
         files.update(json::parse(read_text(part)));
         fs::remove(part);
       }
-      write_text(tmp / kManifest, json{{"format", kFormat}, {"step", step}, {"files", files}}.dump(2) + "\n");
-      fsync_dir(tmp);
-      if (fs::exists(final_dir)) {
-        fs::remove_all(old, ec);
-        if (::rename(final_dir.c_str(), old.c_str()) != 0) fail("cannot move aside", final_dir, errno);
-      }
-      if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
-        fail("cannot rename '" + tmp.string() + "' to", final_dir, errno);
-      fsync_dir(root);
+      finish_folder(step, files, tmp, final_dir, old, root);
       fs::remove_all(old, ec);
     } catch (const std::exception& e) {
       error = e.what();

@@ -3,7 +3,7 @@
 // 56-pixel thumbnail. Five of an image's 20 tokens show each shape: the tiny decoder, trained from scratch, learns
 // to read pictures that fill that much of its input in a few minutes (a shape in a quarter of a tile, 2 tokens of
 // 20, was not learnt in the same time). The single-shape questions ask about one property; the binding of several
-// shapes is asked by region_colour and multi_image_mcq.
+// shapes is asked by region_colour, the comparison of pictures by multi_image_mcq.
 #include <algorithm>
 
 #include "plm/demo/questions.h"
@@ -122,16 +122,17 @@ Json region_colour(SampleContext& ctx) {
   return j;
 }
 
-// Three pictures at tile size, one shape each nearly filling it (all 4 pooled tokens), all colours and kinds
-// distinct: which picture shows the named one.
+// Three pictures at tile size, one shape each nearly filling it (all 4 pooled tokens), kinds distinct: two share
+// a colour, the third has another. Which colour two of the pictures share is a comparison across the pictures,
+// answerable from the pictures' tokens alone (which picture is which needs no ordinal).
 Json multi_image_mcq(SampleContext& ctx) {
-  const std::vector<int> colours = ctx.rng.distinct(kNumColours, 3), kinds = ctx.rng.distinct(kNumKinds, 3);
-  const int target = ctx.rng.below(3);
-  std::string human, name;
-  std::vector<std::string> paths, options;
+  const std::vector<int> pair_and_odd = ctx.rng.distinct(kNumColours, 2), kinds = ctx.rng.distinct(kNumKinds, 3);
+  const int odd = ctx.rng.below(3);
+  std::string human;
+  std::vector<std::string> paths;
   for (int i = 0; i < 3; ++i) {
     Shape s;
-    s.colour = static_cast<Colour>(colours[static_cast<size_t>(i)]);
+    s.colour = static_cast<Colour>(pair_and_odd[i == odd ? 1 : 0]);
     s.kind = static_cast<ShapeKind>(kinds[static_cast<size_t>(i)]);
     s.r = ctx.rng.between(kRadiusLo, kRadiusHi);
     s.cx = ctx.rng.between(s.r + 1, kTileSize - 2 - s.r);
@@ -140,11 +141,10 @@ Json multi_image_mcq(SampleContext& ctx) {
     c.draw(s);
     paths.push_back(ctx.media_path("png", i));
     write_png(c, ctx.absolute(paths.back()));
-    if (i == target) name = s.name();
     human += "Image " + std::to_string(i + 1) + ": <image>\n";
-    options.push_back("Image " + std::to_string(i + 1));
   }
-  Json j = mcq_sample(ctx, human + mcq_prompt("Which image shows the " + name + "?", options), options, target);
+  Json j = mcq_sample(ctx, human + mcq_prompt("Which colour appears in two of the images?", colour_options()),
+                      colour_options(), pair_and_odd[0]);
   j["image"] = paths;
   return j;
 }
@@ -166,8 +166,8 @@ std::vector<TaskSpec> image_tasks() {
        "one shape; the quadrant of the named shape", position_mcq},
       {"region_colour", "image", "short", 0.25, {800, 40, 100}, false,
        "2-3 shapes of distinct colours; the colour of the shape in the given bbox", region_colour},
-      {"multi_image_mcq", "multi_image", "mcq", 1.0 / 3, {800, 40, 100}, false,
-       "3 pictures of one shape each; which picture shows the named shape", multi_image_mcq},
+      {"multi_image_mcq", "multi_image", "mcq", 0.25, {800, 40, 100}, false,
+       "3 pictures of one shape each, two of one colour; which colour two pictures share", multi_image_mcq},
   };
   // clang-format on
 }

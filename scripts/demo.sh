@@ -6,7 +6,7 @@
 #   {"demo": "full", "accuracy": {task: value}, "chance": {task: value}, "seconds": s}
 #
 #   scripts/demo.sh                      # about 10 minutes on 2 cores; everything goes to dump/demo/
-#   scripts/demo.sh --short              # about a minute: half the data, three image tasks, few steps (the e2e test)
+#   scripts/demo.sh --short              # one to two minutes: half the data, three image tasks, few steps (the e2e test)
 #   scripts/demo.sh --plm build/plm --out /tmp/demo    # skip setup and build, use that binary, write there
 #
 # Accuracy is exact match (mcq: the option letter; short answers: the word or number); rtloc reports
@@ -53,14 +53,14 @@ PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || PY=python3
 T_BUILD=$(elapsed $T)
 
-# The full run uses the recipes as they are. The short run (the test suite's check, about a minute) trains stages 2
+# The full run uses the recipes as they are. The short run (the test suite's check, one to two minutes) trains stages 2
 # and 3 on three image tasks only (colour_mcq, count_short, position_mcq), on half the data: enough steps for them to
 # be learnt reliably, which the twelve-task mix is not in that time.
 if [ "$MODE" = short ]; then
   SCALE=0.5
   SHORT_TASKS="colour_mcq count_short position_mcq"
   SHORT_MIX="demo_colour_mcq_train:1,demo_count_short_train:1,demo_position_mcq_train:1"
-  STAGE_KEYS=("steps=20" "steps=150 data.batch_size=32 data.datamix=$SHORT_MIX"
+  STAGE_KEYS=("steps=20" "steps=400 data.batch_size=32 data.datamix=$SHORT_MIX"
               "steps=100 data.batch_size=32 data.datamix=$SHORT_MIX")
 else
   SCALE=1.0

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <functional>
 #include <mutex>
@@ -191,6 +192,10 @@ struct World::Impl {
 };
 
 World::World(const LaunchEnv& env, const WorldOptions& options) : impl_(std::make_unique<Impl>()) {
+  // A write to a peer that has died raises SIGPIPE, whose default action kills this rank silently before it can
+  // say which peer went away (seen as a survivor dying of signal 13 when rank 0 exited). Python, and so every
+  // torch.distributed program, ignores SIGPIPE; c10d and Gloo then report EPIPE as an error, which diagnose() names.
+  std::signal(SIGPIPE, SIG_IGN);
   Impl& m = *impl_;
   m.env = env;
   m.options = options;

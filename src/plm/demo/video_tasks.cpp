@@ -161,15 +161,15 @@ Json region_video_mcq(SampleContext& ctx) {
 std::vector<TaskSpec> video_tasks() {
   // clang-format off
   return {
-      {"direction_mcq", "video", "mcq", 0.25, {600, 40, 100}, false,
+      {"direction_mcq", "video", "mcq", 0.25, {2000, 40, 100}, false,
        "one shape crossing the frame; which way it moves", direction_mcq},
-      {"order_mcq", "video", "mcq", 0.25, {600, 40, 100}, false,
+      {"order_mcq", "video", "mcq", 0.25, {2000, 40, 100}, false,
        "four shapes appearing 3 frames apart; which appears first", order_mcq},
-      {"count_video", "video", "short", 0.25, {600, 40, 100}, false,
+      {"count_video", "video", "short", 0.25, {2000, 40, 100}, false,
        "1-4 shapes, each shown for 4-10 frames; how many appear", count_video},
-      {"rtloc", "video", "rtloc", 0, {600, 40, 100}, false,
+      {"rtloc", "video", "rtloc", 0, {2000, 40, 100}, false,
        "a shape visible for 3-10 frames among still ones; its [start, end] frames (PLM-VideoBench RTLoc form)", rtloc},
-      {"region_video_mcq", "video", "mcq", 1.0 / 3, {600, 40, 100}, false,
+      {"region_video_mcq", "video", "mcq", 1.0 / 3, {2000, 40, 100}, false,
        "three drifting shapes, one boxed in red through bbox_map; the boxed shape's colour", region_video_mcq},
   };
   // clang-format on

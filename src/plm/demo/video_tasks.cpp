@@ -159,6 +159,7 @@ Json region_video_mcq(SampleContext& ctx) {
 }  // namespace
 
 std::vector<TaskSpec> video_tasks() {
+  // 2000 training clips each: with 600, stage 3 memorised count_video (99.5% on training clips, 75% on test).
   // clang-format off
   return {
       {"direction_mcq", "video", "mcq", 0.25, {2000, 40, 100}, false,

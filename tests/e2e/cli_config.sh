@@ -2,10 +2,8 @@
 # The `plm` binary end to end: --version, --help, config print/validate, exit codes.
 # Usage: tests/e2e/cli_config.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$1"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
 expect_rc() {  # expected_rc description command...
   local want="$1" what="$2"; shift 2
   "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
@@ -61,5 +59,4 @@ grep -q "^  compile: true$" "$tmp/out" || fail "the ignored key is not kept in t
 expect_fail "missing recipe" "$PLM" config print recipes/nope.yaml
 grep -q "recipes/nope.yaml" "$tmp/err" || fail "a missing recipe is not named: $(cat "$tmp/err")"
 
-if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
-echo "all CLI checks passed"
+finish cli_config

@@ -2,11 +2,8 @@
 # `plm data check|preview` end to end on a small generated dataset (images, a video, text, broken rows).
 # Usage: tests/e2e/cli_data.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-[ -x "$PY" ] || { echo "FAIL: $PY missing: run scripts/setup.sh"; exit 1; }
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
 
 cd "$tmp"
 mkdir media
@@ -75,5 +72,4 @@ sed -i "s|$tmp/train.jsonl|$tmp/absent.jsonl|" datasets.yaml
 err="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 2>&1 >/dev/null)" && fail "a missing annotation passed"
 grep -q "absent.jsonl" <<<"$err" || fail "the missing annotation is not named: $err"
 
-if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
-echo "all data CLI checks passed"
+finish cli_data

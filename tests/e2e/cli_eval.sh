@@ -3,11 +3,8 @@
 # (data.val_datamix -> metrics.jsonl "eval/loss"), consolidated, then evaluated on the test split of every task.
 # Usage: tests/e2e/cli_eval.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$(readlink -f "$1")"; ROOT="$PWD"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-python=python3; [ -x "$ROOT/.venv/bin/python" ] && python="$ROOT/.venv/bin/python"
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
 
 "$PLM" data make-demo --out "$tmp/demo" --scale 0.02 > "$tmp/make.log" 2>&1 || { cat "$tmp/make.log"; fail "make-demo"; }
 
@@ -31,7 +28,7 @@ for f in "$tmp"/demo/test/*.jsonl; do data+=(--data "$f"); done
 grep -q "samples/s" "$tmp/eval.out" || fail "no samples/s line"
 grep -q "multi_image_mcq" "$tmp/eval.out" || fail "no results table"
 [ "$(wc -l < "$tmp/preds.jsonl" 2>/dev/null)" = 26 ] || fail "predictions: expected 26 lines (13 tasks x 2)"
-"$python" - "$tmp/results.json" "$tmp/demo/tasks.json" <<'PY' || fail "results.json"
+"$PY" - "$tmp/results.json" "$tmp/demo/tasks.json" <<'PY' || fail "results.json"
 import json, sys
 results = json.load(open(sys.argv[1]))
 tasks = json.load(open(sys.argv[2]))["tasks"]
@@ -55,7 +52,7 @@ PY
 # log-likelihood multiple choice never fails to parse.
 "$PLM" eval --ckpt "$step" --data "$tmp/demo/test/colour_mcq.jsonl" --media-root "$tmp/demo" --max-samples 3 \
   --mcq-scoring loglik --out "$tmp/loglik.json" > /dev/null 2>&1 || fail "plm eval --mcq-scoring loglik"
-"$python" -c "import json,sys; r=json.load(open(sys.argv[1]))['colour_mcq']; assert r['parse_failures']==0, r" \
+"$PY" -c "import json,sys; r=json.load(open(sys.argv[1]))['colour_mcq']; assert r['parse_failures']==0, r" \
   "$tmp/loglik.json" || fail "loglik parse failures"
 
 # User errors: one sentence, exit 2.
@@ -66,5 +63,4 @@ grep -q "caption/test" "$tmp/err.txt" || fail "missing media error should name t
 "$PLM" eval --ckpt "$step" > /dev/null 2> "$tmp/err.txt"
 [ $? = 2 ] && grep -q -- "--data" "$tmp/err.txt" || fail "no --data: $(cat "$tmp/err.txt")"
 
-[ $failures = 0 ] && echo "cli_eval: all checks passed"
-exit $failures
+finish cli_eval

@@ -2,9 +2,8 @@
 # `plm model` end to end. The decoder sizes are Meta's published Llama 3.2-1B / 3.2-3B / 3.1-8B parameter counts.
 # Usage: tests/e2e/cli_model.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$1"
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
 check_decoder() {  # model expected_decoder_params
   local out; out="$("$PLM" model info "configs/models/$1.yaml")" || { fail "model info $1 failed"; return; }
   grep -q "^decoder *$2 " <<<"$out" || fail "$1 decoder count is not $2: $out"
@@ -18,5 +17,4 @@ out="$("$PLM" model info recipes/stage1_warmup/plm_1b.yaml)"
 proj="$(awk '/^projector/{print $2}' <<<"$out")"; train="$(awk '/^trainable/{print $2}' <<<"$out")"
 [ -n "$proj" ] && [ "$proj" = "$train" ] || fail "stage 1 trainable ($train) is not the projector ($proj)"
 "$PLM" model info configs/models/plm_1b.yaml model.dimm=3 >/dev/null 2>&1 && fail "a typo in an override was accepted"
-if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
-echo "all model CLI checks passed"
+finish cli_model

@@ -2,9 +2,9 @@
 # `plm text encode|decode` end to end (the --jsonl modes are covered by tests/parity/tokenizer_parity.py).
 # Usage: tests/e2e/cli_text.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$1"; TOK=tests/fixtures/llama3/tokenizer.model
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
+TOK=tests/fixtures/llama3/tokenizer.model
 
 out="$(printf 'This is a test sentence.' | "$PLM" text encode --tokenizer "$TOK")"
 [ "$out" = "2028 374 264 1296 11914 13" ] || fail "encode gave '$out'"
@@ -21,5 +21,4 @@ err="$(echo 'not json' | "$PLM" text encode --tokenizer "$TOK" --jsonl 2>&1 >/de
 err="$(echo x | "$PLM" text encode --tokenizer /nonexistent 2>&1 >/dev/null)"; rc=$?
 [ $rc -ne 0 ] && [[ "$err" == *"/nonexistent"* ]] || fail "missing tokenizer: rc=$rc '$err'"
 
-if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
-echo "all text CLI checks passed"
+finish cli_text

@@ -4,35 +4,10 @@
 # with a reason, and a consolidated checkpoint loads into `plm model forward`.
 # Usage: tests/e2e/cli_train.sh path/to/plm   (run from the repository root)
 set -uo pipefail
-PLM="$(readlink -f "$1")"; ROOT="$PWD"; PY="$ROOT/.venv/bin/python"
-tmp="$(mktemp -d)"; trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
 cd "$tmp"
-
-"$PY" - <<'PYDATA' || { echo "FAIL: could not make data"; exit 1; }
-import json, random
-from PIL import Image
-import numpy as np
-rng = np.random.default_rng(0); random.seed(0)
-cols = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255)}
-rows = []
-for i in range(48):
-    c = random.choice(list(cols))
-    img = np.clip(np.array(cols[c]) * 0.75 + rng.integers(0, 64, (56, 56, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(f"{i}.png")
-    rows.append({"image": f"{i}.png", "conversations": [
-        {"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "assistant", "value": c}]})
-for i in range(16):
-    rows.append({"conversations": [{"from": "human", "value": "Say hi"}, {"from": "assistant", "value": "hi there"}]})
-random.shuffle(rows)
-open("train.jsonl", "w").write("".join(json.dumps(r) + "\n" for r in rows))
-PYDATA
-cat > datasets.yaml <<YAML
-toy:
-  annotation: $tmp/train.jsonl
-  root_dir: $tmp
-YAML
+make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
 cat > recipe.yaml <<YAML
 include: $ROOT/configs/models/tiny.yaml
 name: train_e2e
@@ -81,9 +56,9 @@ for f in config.yaml train.log; do [ -s full/$f ] || fail "no $f"; done
 # 2. SIGKILL after the step-4 checkpoint, then resume: bit-identical weights.
 "$PLM" train recipe.yaml dump_dir=killed > killed1.log 2>&1 &
 pid=$!
-for _ in $(seq 600); do [ -f killed/checkpoints/0000000004/manifest.json ] && break; sleep 0.1; done
+wait_for $pid test -f killed/checkpoints/0000000004/manifest.json || fail "no step-4 checkpoint: $(tail -3 killed1.log)"
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-[ -f killed/checkpoints/0000000004/manifest.json ] || fail "no step-4 checkpoint before the kill"
+[ -d killed/checkpoints/0000000008 ] && fail "the run ended before the kill: nothing was resumed"
 "$PLM" train recipe.yaml dump_dir=killed > killed2.log 2>&1 || fail "resume exited $?"
 grep -q "resumed from" killed2.log || fail "the second run did not resume: $(tail -3 killed2.log)"
 cmp -s $final/model.safetensors killed/checkpoints/0000000008/model.safetensors || fail "weights after SIGKILL+resume differ"
@@ -94,7 +69,7 @@ cmp -s $final/optimizer.safetensors killed/checkpoints/0000000008/optimizer.safe
 mkdir fakebin && printf '#!/bin/sh\necho "$@" > %s/scontrol.args\n' "$tmp" > fakebin/scontrol && chmod +x fakebin/scontrol
 PATH="$tmp/fakebin:$PATH" SLURM_JOB_ID=4242 "$PLM" train recipe.yaml dump_dir=term > term1.log 2>&1 &
 pid=$!
-for _ in $(seq 600); do [ -s term/metrics.jsonl ] && break; sleep 0.1; done
+wait_for $pid test -s term/metrics.jsonl || fail "no metrics before the end: $(tail -3 term1.log)"
 kill -USR2 $pid; wait $pid; rc=$?
 [ $rc -eq 0 ] || fail "SIGUSR2 exit code $rc"
 grep -q "stopped by a signal" term1.log || fail "no stop message: $(tail -3 term1.log)"
@@ -137,5 +112,4 @@ nxt = json.loads(open(sys.argv[2]).readline())["loss/out"]
 assert nxt < full[0] - 1.0, (nxt, full)
 PYCHECK
 
-[ $failures -eq 0 ] && echo "cli_train: all checks passed"
-exit $((failures > 0))
+finish cli_train

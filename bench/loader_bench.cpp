@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "plm/config/load.h"
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 
 int main(int argc, char** argv) {
   if (argc < 4) {
@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides(argv + 4, argv + argc);
   overrides.push_back("data.num_workers=" + std::string(argv[2]));
   const auto args = plm::config::load_config(argv[1], overrides).args;
-  const auto pipeline = plm::data::make_pipeline(args);
+  const auto pipeline = plm::data::make_loader_factory(args);
   auto loader = pipeline.loader();
   loader->next();  // warm-up: first batch includes opening the datasets
   const int batches = std::atoi(argv[3]);

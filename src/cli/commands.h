@@ -5,13 +5,23 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace plm::cli {
 
-/// Runs a command; an error the user caused (bad config, tokenizer, checkpoint or media file, inputs: the library's
-/// error types and every ReasonedError) is printed as its
-/// one-sentence message on stderr and gives exit code 2 instead of an abort.
+/// Runs a command; an error the user caused (a plm::UserError: bad config, tokenizer, checkpoint or media file,
+/// inputs) or a value the model refuses is printed as its one-sentence message on stderr and gives exit code 2
+/// instead of an abort.
 int report_errors(const std::function<int()>& command);
+
+/// The positional `RECIPE [key=value ...]` of the commands that read a recipe: an existing YAML file, then
+/// key.path=value overrides applied in order.
+void add_recipe_arguments(CLI::App* cmd, std::string& recipe, std::vector<std::string>& overrides);
+
+/// `--ckpt PATH` (required) and `--tokenizer PATH` (default: the checkpoint's) of the commands that run a
+/// checkpoint.
+void add_checkpoint_arguments(CLI::App* cmd, std::string& ckpt, std::string& tokenizer);
 
 /// `plm config print|validate RECIPE [key=value ...]`.
 void add_config_command(CLI::App& app, int& exit_code);

@@ -39,11 +39,6 @@ int validate(const ConfigOptions& o) {
   return 0;
 }
 
-void add_recipe_args(CLI::App* cmd, ConfigOptions& o) {
-  cmd->add_option("recipe", o.recipe, "recipe YAML file")->required()->check(CLI::ExistingFile);
-  cmd->add_option("overrides", o.overrides, "key.path=value overrides, applied in order");
-}
-
 }  // namespace
 
 void add_config_command(CLI::App& app, int& exit_code) {
@@ -53,12 +48,12 @@ void add_config_command(CLI::App& app, int& exit_code) {
 
   auto* print_cmd = config->add_subcommand(
       "print", "Print the resolved config (defaults <- recipe and its includes <- overrides) as YAML");
-  add_recipe_args(print_cmd, *options);
+  add_recipe_arguments(print_cmd, options->recipe, options->overrides);
   print_cmd->callback([options, &exit_code] { exit_code = report_errors([&] { return print(*options); }); });
 
   auto* validate_cmd =
       config->add_subcommand("validate", "Check a recipe; exit 0 if valid, else print every error and exit 2");
-  add_recipe_args(validate_cmd, *options);
+  add_recipe_arguments(validate_cmd, options->recipe, options->overrides);
   validate_cmd->callback([options, &exit_code] { exit_code = report_errors([&] { return validate(*options); }); });
 }
 

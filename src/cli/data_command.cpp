@@ -10,7 +10,7 @@
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
 #include "plm/config/load.h"
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 #include "plm/demo/demo_error.h"
 #include "plm/demo/make_demo.h"
 
@@ -42,7 +42,7 @@ struct DatasetReport {
 // Every row of every dataset through parsing and preprocessing, on all cores.
 int check(const DataOptions& o) {
   const config::TrainArgs args = load_args(o);
-  const data::Pipeline p = data::make_pipeline(args);
+  const data::LoaderFactory p = data::make_loader_factory(args);
   nlohmann::json out = nlohmann::json::object();
   for (const auto& entry : p.mix) {
     const data::JsonlSource source(entry.dataset.annotation);
@@ -114,7 +114,7 @@ std::string render(const text::Tokenizer& tok, const at::Tensor& ids, const at::
 
 int preview(const DataOptions& o) {
   const config::TrainArgs args = load_args(o);
-  const data::Pipeline p = data::make_pipeline(args);
+  const data::LoaderFactory p = data::make_loader_factory(args);
   auto loader = p.loader();
   const data::Batch b = loader->next();
   for (int64_t i = 0; i < std::min<int64_t>(o.n, b.input_ids.size(0)); ++i) {
@@ -145,7 +145,7 @@ int run_make_demo(const demo::MakeDemoOptions& o) {
   demo::MakeDemoSummary s;
   try {
     s = demo::make_demo(o);
-  } catch (const demo::DemoError& e) {
+  } catch (const UserError& e) {  // demo::DemoError: the output folder cannot be written
     std::cerr << e.what() << '\n';
     return 2;
   }
@@ -163,11 +163,6 @@ int run_make_demo(const demo::MakeDemoOptions& o) {
   return 0;
 }
 
-void add_recipe(CLI::App* cmd, DataOptions& o) {
-  cmd->add_option("recipe", o.recipe, "recipe YAML")->required()->check(CLI::ExistingFile);
-  cmd->add_option("overrides", o.overrides, "key.path=value overrides");
-}
-
 }  // namespace
 
 void add_data_command(CLI::App& app, int& exit_code) {
@@ -176,12 +171,12 @@ void add_data_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<DataOptions>();
   auto* check_cmd = data->add_subcommand(
       "check", "Read every sample of the datamix: usable, skipped per reason, truncated, share of loss tokens");
-  add_recipe(check_cmd, *o);
+  add_recipe_arguments(check_cmd, o->recipe, o->overrides);
   check_cmd->add_flag("--json", o->json, "one JSON object on stdout");
   check_cmd->add_option("--max-samples", o->max_samples, "check at most this many rows per dataset");
   check_cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return check(*o); }); });
   auto* preview_cmd = data->add_subcommand("preview", "Decode the first batch; show samples with loss spans in [[ ]]");
-  add_recipe(preview_cmd, *o);
+  add_recipe_arguments(preview_cmd, o->recipe, o->overrides);
   preview_cmd->add_option("--n", o->n, "samples to print");
   preview_cmd->add_option("--dump", o->dump, "write the first batch to this .safetensors file");
   preview_cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return preview(*o); }); });

@@ -1,5 +1,6 @@
 // `plm eval`: benchmark scores (and optionally the validation loss) of a checkpoint on JSONL samples
-// (plm-spec 9; user-needs item 14). Answers are greedy; the decoding settings go into the results JSON.
+// (docs/reference.md 9: PLM-VideoBench and the usual image and video QA answer types). Answers are greedy; the decoding
+// settings go into the results JSON.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -15,8 +16,8 @@
 #include "plm/data/registry.h"
 #include "plm/eval/evaluate.h"
 #include "plm/eval/validation.h"
-#include "plm/infer/load.h"
 #include "plm/infer/infer_error.h"
+#include "plm/infer/load.h"
 
 namespace plm::cli {
 namespace {
@@ -55,7 +56,7 @@ std::vector<eval::EvalDataset> datasets(const EvalCliOptions& o) {
 eval::ValidationLoss loss_on(model::PerceptionLM& model, std::shared_ptr<const text::Tokenizer> tokenizer,
                              const data::PreprocessOptions& preprocess, const std::vector<eval::EvalDataset>& sets,
                              int64_t samples, int64_t batch_size) {
-  data::Pipeline p;
+  data::LoaderFactory p;
   p.tokenizer = tokenizer;
   p.preprocess = std::make_shared<data::Preprocessor>(tokenizer, preprocess);
   for (const auto& d : sets)
@@ -140,9 +141,7 @@ int run_eval(const EvalCliOptions& o) {
 void add_eval_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<EvalCliOptions>();
   auto* cmd = app.add_subcommand("eval", "Score a checkpoint on benchmark JSONL samples (and the validation loss)");
-  cmd->add_option("--ckpt", o->ckpt, "PLM folder/file or Hugging Face PerceptionLM folder")->required();
-  cmd->add_option("--tokenizer", o->tokenizer,
-                  "tokenizer file (default: params.json's data.tokenizer_path, else the checkpoint's tokenizer.model)");
+  add_checkpoint_arguments(cmd, o->ckpt, o->tokenizer);
   cmd->add_option("--data", o->data, "samples to evaluate (.jsonl); repeatable; media relative to its folder")
       ->check(CLI::ExistingFile);
   cmd->add_option("--registry", o->registry, "dataset registry for --datamix (default configs/datasets.yaml)");
@@ -162,9 +161,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->add_option("--device", o->device, "auto (CUDA if present), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  cmd->callback([o, &exit_code] {
-    exit_code = report_errors([&] { return run_eval(*o); });
-  });
+  cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return run_eval(*o); }); });
 }
 
 }  // namespace plm::cli

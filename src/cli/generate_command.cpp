@@ -1,5 +1,6 @@
 // `plm generate`: answers questions about an image, several images, a video or nothing with a checkpoint
-// (plm-spec 8; PLM's apps/plm/generate.py). Several --question flags run as one batch, each with the same media.
+// (docs/reference.md 8; PLM's apps/plm/generate.py). Several --question flags run as one batch, each with the same
+// media.
 #include <iostream>
 
 #include "cli/commands.h"
@@ -8,8 +9,8 @@
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
 #include "plm/infer/generate.h"
-#include "plm/infer/load.h"
 #include "plm/infer/infer_error.h"
+#include "plm/infer/load.h"
 
 namespace plm::cli {
 namespace {
@@ -58,7 +59,7 @@ void dump_inputs(const std::vector<infer::PreparedPrompt>& prompts, const text::
 
 int run_generate(const GenerateCliOptions& o) {
   runtime::configure_threads();
-  o.generate.validate();
+  o.generate.check();
   if (o.generate.sampling.top_p && o.generate.sampling.top_k)
     log::warn("--top-k is ignored when --top-p is given (PLM samples with top-p first)");
   infer::LoadedCheckpoint loaded = infer::load_for_inference(o.ckpt, o.tokenizer, o.device, o.dtype);
@@ -103,9 +104,7 @@ int run_generate(const GenerateCliOptions& o) {
 void add_generate_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<GenerateCliOptions>();
   auto* cmd = app.add_subcommand("generate", "Answer questions about an image, images, a video or text");
-  cmd->add_option("--ckpt", o->ckpt, "PLM folder/file or Hugging Face PerceptionLM folder")->required();
-  cmd->add_option("--tokenizer", o->tokenizer,
-                  "tokenizer file (default: params.json's data.tokenizer_path, else the checkpoint's tokenizer.model)");
+  add_checkpoint_arguments(cmd, o->ckpt, o->tokenizer);
   cmd->add_option("--question", o->questions, "the question; repeat it for a batch (all share the media)")->required();
   cmd->add_option("--media-type", o->media_type, "image (default with --media-path), video or none")
       ->check(CLI::IsMember({"image", "video", "none"}));
@@ -127,9 +126,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--dump-inputs", o->dump_inputs,
                   "write input_ids [B,L] (right-padded with <|end_of_text|>), prompt_lengths and pixel_values to "
                   "this safetensors file");
-  cmd->callback([o, &exit_code] {
-    exit_code = report_errors([&] { return run_generate(*o); });
-  });
+  cmd->callback([o, &exit_code] { exit_code = report_errors([&] { return run_generate(*o); }); });
 }
 
 }  // namespace plm::cli

@@ -5,9 +5,9 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "plm/ckpt/checkpoint_store.h"
 #include "plm/common/log.h"
 #include "plm/config/validate.h"
-#include "plm/train/checkpoint_store.h"
 #include "plm/train/signals.h"
 #include "plm/train/trainer.h"
 
@@ -20,8 +20,8 @@ struct TrainOptions {
   std::string step_dir;
 };
 
-// PLM's preemption handling (plm-spec 7): SLURM's warning signal (sbatch --signal=USR2@120) makes rank 0 requeue
-// the job, which then resumes from the checkpoint just written. PLM_NO_REQUEUE=1 turns it off.
+// PLM's preemption handling (docs/reference.md 7): SLURM's warning signal (sbatch --signal=USR2@120) makes rank 0
+// requeue the job, which then resumes from the checkpoint just written. PLM_NO_REQUEUE=1 turns it off.
 void requeue_if_preempted() {
   const char* job = std::getenv("SLURM_JOB_ID");
   const char* rank = std::getenv("RANK") ? std::getenv("RANK") : std::getenv("SLURM_PROCID");
@@ -65,7 +65,7 @@ int train(const TrainOptions& o) {
 }
 
 int consolidate(const TrainOptions& o) {
-  for (const auto& path : train::consolidate(o.step_dir)) std::cout << path << '\n';
+  for (const auto& path : ckpt::consolidate(o.step_dir)) std::cout << path << '\n';
   return 0;
 }
 
@@ -74,8 +74,7 @@ int consolidate(const TrainOptions& o) {
 void add_train_command(CLI::App& app, int& exit_code) {
   static TrainOptions o;
   auto* cmd = app.add_subcommand("train", "Train a PLM stage from a recipe (resumes from dump_dir's checkpoints)");
-  cmd->add_option("recipe", o.recipe, "recipe YAML")->required()->check(CLI::ExistingFile);
-  cmd->add_option("overrides", o.overrides, "key.path=value overrides");
+  add_recipe_arguments(cmd, o.recipe, o.overrides);
   cmd->callback([&exit_code] { exit_code = report_errors([] { return train(o); }); });
 
   auto* cons = app.add_subcommand(

@@ -32,7 +32,7 @@ Options:
 
 Files written to OUT_DIR:
     hf/                       save_pretrained output (config.json, model.safetensors, generation_config.json)
-    native.safetensors        the same weights under PLM consolidated.pth names (spec 1.6), mapped here in Python
+    native.safetensors        the same weights under PLM consolidated.pth names (docs/reference.md 1.6), mapped here in Python
                               independently of src/plm/ckpt/name_maps.cpp
     params.json               {"model": {...}} as PLM writes it (the C++ reads the model section)
     inputs.safetensors        input_ids int64 [B,S] (image token 128002 at exactly the image-token positions,

@@ -3,6 +3,7 @@
 #include "torch_catch.h"
 
 #include "scratch.h"
+#include "test_helpers.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,21 +22,12 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-const std::string repo = PLM_SOURCE_DIR;
-const std::string python = repo + "/.venv/bin/python";
-
 // Runs tests/unit/ckpt_fixtures.py with the venv's Python; returns its output, failing the test if it fails.
 std::string run_python(const Scratch& s, const std::string& args) {
-  if (!fs::exists(python)) FAIL(python << " is missing: run scripts/setup.sh to create the venv with torch.");
-  const std::string log = s.path("python.log");
-  const std::string cmd =
-      "'" + python + "' '" + repo + "/tests/unit/ckpt_fixtures.py' " + args + " > '" + log + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::stringstream out;
-  out << std::ifstream(log).rdbuf();
-  INFO(cmd << "\n" << out.str());
-  REQUIRE(rc == 0);
-  return out.str();
+  const PythonRun r = run_reference_python("tests/unit/ckpt_fixtures.py", args, s.path("python.log"));
+  INFO(r.command << "\n" << r.output);
+  REQUIRE(r.ok());
+  return r.output;
 }
 
 // The values of ckpt_fixtures.py's pattern(): the same formula, evaluated by the same ATen kernels.
@@ -108,12 +100,8 @@ bool share_storage(const at::Tensor& a, const at::Tensor& b) {
 
 template <typename F>
 std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  const std::string what = ::error_of<CheckpointError>(std::forward<F>(f));
+  return what.empty() ? "(no error)" : what;
 }
 
 // A safetensors file from a literal header and `data_bytes` zero bytes.

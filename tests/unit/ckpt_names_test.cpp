@@ -13,9 +13,12 @@
 
 #include "plm/ckpt/name_maps.h"
 #include "plm/ckpt/safetensors.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
+
 using namespace plm::ckpt;
+using plm::NamedTensors;
 
 namespace {
 
@@ -30,24 +33,15 @@ const fs::path& hf_fixture(const std::string& options) {
   } cleanup;
   if (auto it = made.find(options); it != made.end()) return it->second;
 
-  const fs::path root = PLM_SOURCE_DIR;
-  const fs::path python = root / ".venv" / "bin" / "python";
-  const fs::path script = root / "tests" / "parity" / "make_hf_perception_lm.py";
-  if (!fs::exists(python)) FAIL(python.string() << " is missing: run scripts/setup.sh to create the venv.");
-  if (!fs::exists(script)) FAIL(script.string() << " is missing.");
   const fs::path dir =
       fs::temp_directory_path() / ("plm_ckpt_names_" + std::to_string(getpid()) + "_" + std::to_string(made.size()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const fs::path log = dir / "make.log";
-  const std::string cmd = "'" + python.string() + "' '" + script.string() + "' '" + dir.string() + "' " + options +
-                          " > '" + log.string() + "' 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::ifstream in(log);
-    std::stringstream text;
-    text << in.rdbuf();
+  const PythonRun r = run_reference_python("tests/parity/make_hf_perception_lm.py", "'" + dir.string() + "' " + options,
+                                           (dir / "make.log").string());
+  if (!r.ok()) {
     fs::remove_all(dir);
-    FAIL("make_hf_perception_lm.py failed: " << cmd << "\n" << text.str());
+    FAIL("make_hf_perception_lm.py failed: " << r.command << "\n" << r.output);
   }
   return made.emplace(options, dir).first->second;
 }

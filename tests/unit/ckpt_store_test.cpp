@@ -1,7 +1,7 @@
-// Training checkpoints on disk: save/load, damage detection, retention, consolidation (train/checkpoint_store.h).
+// Training checkpoints on disk: save/load, damage detection, retention, consolidation (ckpt/checkpoint_store.h),
+// and the sharded layout: flat buffers read back at another world size (resharding) and unflattened (ckpt/sharded.h).
 #include "torch_catch.h"
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -10,16 +10,14 @@
 #include <limits>
 #include <set>
 
-#include <fcntl.h>
-#include <unistd.h>
-
+#include "plm/ckpt/checkpoint_store.h"
 #include "plm/ckpt/model_checkpoint.h"
+#include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
 #include "plm/common/log.h"
 #include "plm/config/emit.h"
 #include "plm/config/load.h"
 #include "plm/model/init.h"
-#include "plm/train/checkpoint_store.h"
 #include "scratch.h"
 
 namespace fs = std::filesystem;
@@ -41,8 +39,8 @@ bool same_maps(const ckpt::TensorMap& a, const ckpt::TensorMap& b) {
   return true;
 }
 
-train::CheckpointContents contents(double seed) {
-  train::CheckpointContents c;
+ckpt::CheckpointContents contents(double seed) {
+  ckpt::CheckpointContents c;
   at::Tensor w = at::randn({3, 4}) + seed;
   w[0][0] = std::numeric_limits<float>::quiet_NaN();
   c.model.insert("w", w);
@@ -83,7 +81,7 @@ std::set<int64_t> steps_in(const fs::path& root) {
 
 TEST_CASE("save then load gives every tensor and text back bit-exactly, in a step folder with a manifest") {
   Scratch s("plm_store");
-  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
   const auto c = contents(500);
   const std::string dir = store.save(500, c);
   CHECK(dir == s.path("ckpt/0000000500"));
@@ -92,8 +90,8 @@ TEST_CASE("save then load gives every tensor and text back bit-exactly, in a ste
                         "train_state.json", "manifest.json"})
     CHECK(fs::exists(fs::path(dir) / f));
   CHECK(steps_in(s.path("ckpt")) == std::set<int64_t>{500});  // no temporary folder left
-  train::CheckpointStore::verify(dir);
-  const auto back = train::CheckpointStore::load(dir);
+  ckpt::CheckpointStore::verify(dir);
+  const auto back = ckpt::CheckpointStore::load(dir);
   CHECK(same_maps(c.model, back.model));
   CHECK(same_maps(c.optimizer, back.optimizer));
   CHECK(same_maps(c.extra, back.extra));
@@ -106,7 +104,7 @@ TEST_CASE("save then load gives every tensor and text back bit-exactly, in a ste
   no_extra.extra = {};
   const std::string dir2 = store.save(600, no_extra);
   CHECK_FALSE(fs::exists(fs::path(dir2) / "extra.safetensors"));
-  CHECK(train::CheckpointStore::load(dir2).extra.empty());
+  CHECK(ckpt::CheckpointStore::load(dir2).extra.empty());
   CHECK(store.newest_complete() == dir2);
 }
 
@@ -140,11 +138,11 @@ TEST_CASE("newest_complete passes over a damaged newer folder and says which fil
     INFO(damage.what);
     Scratch s("plm_store_damage");
     LogCapture log(s);
-    const train::CheckpointStore store(s.path("ckpt"), {}, {});
+    const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
     const std::string good = store.save(100, contents(1));
     const std::string bad = store.save(200, contents(2));
     damage.apply(bad);
-    CHECK_THROWS_AS(train::CheckpointStore::verify(bad), ckpt::CheckpointError);
+    CHECK_THROWS_AS(ckpt::CheckpointStore::verify(bad), ckpt::CheckpointError);
     CHECK(store.newest_complete() == good);
     const std::string text = log.text();
     CHECK_THAT(text, Catch::Contains("skipping checkpoint '" + bad + "'"));
@@ -156,7 +154,7 @@ TEST_CASE("newest_complete passes over a damaged newer folder and says which fil
 
 TEST_CASE("a save that fails or crashes leaves only a temporary folder, which the next run ignores and removes") {
   Scratch s("plm_store_crash");
-  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
   const std::string good = store.save(100, contents(1));
   // A crash mid-save: files written, no manifest, never renamed.
   s.write("ckpt/.tmp-200-4242/model.safetensors", "partial");
@@ -176,20 +174,20 @@ TEST_CASE("a save that fails or crashes leaves only a temporary folder, which th
     CHECK(e.path().filename().string().rfind(".tmp", 0) != 0);
   CHECK(store.newest_complete() == good);
 
-  const train::CheckpointStore empty(s.path("none"), {}, {});
+  const ckpt::CheckpointStore empty(s.path("none"), {}, {});
   CHECK_FALSE(empty.newest_complete().has_value());
 }
 
 TEST_CASE("saving a step again replaces its folder whole") {
   Scratch s("plm_store_replace");
-  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
   store.save(700, contents(1));
   fs::remove(fs::path(store.step_dir(700)) / "manifest.json");  // e.g. the damaged folder we resume past
   auto second = contents(2);
   second.extra = {};
   const std::string dir = store.save(700, second);
-  train::CheckpointStore::verify(dir);
-  const auto back = train::CheckpointStore::load(dir);
+  ckpt::CheckpointStore::verify(dir);
+  const auto back = ckpt::CheckpointStore::load(dir);
   CHECK(same_maps(back.model, second.model));
   CHECK_FALSE(fs::exists(fs::path(dir) / "extra.safetensors"));  // nothing of the old folder survives
   CHECK(steps_in(s.path("ckpt")) == std::set<int64_t>{700});
@@ -203,7 +201,7 @@ TEST_CASE("clean_up keeps the newest dump.keep and eval.keep multiples, all othe
     for (int64_t step : steps) fs::create_directories(root / fmt::format("{:010d}", step));
   };
   auto run = [&](config::SaveEvery dump, config::SaveEvery eval, int64_t protect) {
-    const train::CheckpointStore store(root.string(), dump, eval);
+    const ckpt::CheckpointStore store(root.string(), dump, eval);
     store.clean_up(store.step_dir(protect));
     return steps_in(root);
   };
@@ -234,12 +232,12 @@ TEST_CASE("consolidate writes fp32 consolidated.pth and .safetensors that load_m
   model::PerceptionLM source(args);
   at::manual_seed(11);
   model::init_all(*source);
-  train::CheckpointContents c;
+  ckpt::CheckpointContents c;
   for (const auto& p : source->named_parameters()) c.model.insert(p.key(), p.value().detach());
   c.optimizer.insert("tok_embeddings.weight.step", at::scalar_tensor(7, at::kLong));
   c.params_json = config::to_json(train_args);  // the whole TrainArgs, as PLM writes params.json
   c.train_state_json = R"({"step": 7})";
-  const train::CheckpointStore store(s.path("ckpt"), {}, {});
+  const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
   const std::string dir = store.save(7, c);
   {
     config::TrainArgs a, b;
@@ -248,7 +246,7 @@ TEST_CASE("consolidate writes fp32 consolidated.pth and .safetensors that load_m
     REQUIRE(config::to_yaml(a) == config::to_yaml(b));
   }
 
-  const auto written = train::consolidate(dir);
+  const auto written = ckpt::consolidate(dir);
   REQUIRE(written.size() == 2);
   const ckpt::TensorMap pth = ckpt::load_torch_state_dict(dir + "/consolidated.pth");
   CHECK(pth.size() == c.model.size() + 1);
@@ -256,7 +254,7 @@ TEST_CASE("consolidate writes fp32 consolidated.pth and .safetensors that load_m
   CHECK(same_bits(pth.at("output.tied_module.weight"), c.model.at("tok_embeddings.weight")));
   CHECK(pth.at("output.tied_module.weight").data_ptr() == pth.at("tok_embeddings.weight").data_ptr());  // saved once
   CHECK_FALSE(ckpt::read_safetensors(dir + "/consolidated.safetensors").contains("output.tied_module.weight"));
-  train::CheckpointStore::verify(dir);  // the manifest's files are untouched
+  ckpt::CheckpointStore::verify(dir);  // the manifest's files are untouched
 
   // PLM's release layout (params.json + consolidated.pth only), the .safetensors, and the step folder itself.
   const fs::path release = s.dir / "release";
@@ -272,53 +270,51 @@ TEST_CASE("consolidate writes fp32 consolidated.pth and .safetensors that load_m
   }
 
   // bf16 master weights come out as fp32.
-  train::CheckpointContents half = c;
+  ckpt::CheckpointContents half = c;
   half.model = {};
   for (const auto& [name, t] : c.model) half.model.insert(name, t.to(at::kBFloat16));
   const std::string dir16 = store.save(8, half);
-  train::consolidate(dir16);
+  ckpt::consolidate(dir16);
   for (const auto& [name, t] : ckpt::read_safetensors(dir16 + "/consolidated.safetensors")) {
     CHECK(t.scalar_type() == at::kFloat);
     CHECK(same_bits(t, half.model.at(name).to(at::kFloat)));
   }
 
   fs::remove(dir16 + "/manifest.json");
-  CHECK_THROWS_WITH(train::consolidate(dir16), Catch::Contains("manifest.json"));
+  CHECK_THROWS_WITH(ckpt::consolidate(dir16), Catch::Contains("manifest.json"));
 }
 
 // Throughput on a ~1 GB checkpoint: `ckpt_store_test "[.bench]"` (PLM_BENCH_DIR picks the disk, default /tmp).
-TEST_CASE("save and verify throughput on a 1 GB checkpoint", "[.bench]") {
-  const char* where = std::getenv("PLM_BENCH_DIR");
-  const fs::path root = fs::path(where ? where : fs::temp_directory_path().string()) / "plm_store_bench";
-  fs::remove_all(root);
-  train::CheckpointContents c;
-  for (int i = 0; i < 16; ++i) c.model.insert(fmt::format("layers.{}.w", i), at::randn({4096, 4096}));  // 1 GiB
-  c.params_json = "{}";
-  c.train_state_json = "{}";
-  const train::CheckpointStore store(root.string(), {}, {});
-  using clock = std::chrono::steady_clock;
-  const double gib = 16.0 * 4096 * 4096 * 4 / (1 << 30);
-  auto t0 = clock::now();
-  const std::string dir = store.save(1, c);
-  const double save_s = std::chrono::duration<double>(clock::now() - t0).count();
-  t0 = clock::now();
-  train::CheckpointStore::verify(dir);
-  const double verify_s = std::chrono::duration<double>(clock::now() - t0).count();
-  for (const auto& e : fs::directory_iterator(dir)) {  // evict the (clean, flushed) pages: a cold read
-    const int fd = ::open(e.path().c_str(), O_RDONLY);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
+
+TEST_CASE("sharded checkpoint layout: ranges read across shards at another world size, then unflattened") {
+  Scratch s("plm_shards");
+  dist::ShardLayout layout;
+  layout.world_size = 3;
+  layout.units.push_back({"a", {{"a.w", {2, 5}, 0, 10}, {"a.b", {3}, 10, 3}}, 13, true});
+  layout.units.push_back({"b", {{"b.w", {4}, 0, 4}}, 4, false});
+  const at::Tensor a = at::arange(13, at::kFloat), bvals = at::arange(100, 104, at::kFloat);
+  for (int r = 0; r < 3; ++r) {
+    ckpt::TensorMap model;
+    const int64_t sa = dist::shard_length(13, 3), sb = dist::shard_length(4, 3);
+    CHECK(sa == 5);
+    model.insert("a", at::constant_pad_nd(a, {0, 2}).narrow(0, r * sa, sa).clone());
+    model.insert("b", at::constant_pad_nd(bvals, {0, 2}).narrow(0, r * sb, sb).clone());
+    ckpt::write_safetensors(model, s.path(ckpt::shard_file_name("model", r, 3)));
   }
-  t0 = clock::now();
-  train::CheckpointStore::verify(dir);
-  const double cold_s = std::chrono::duration<double>(clock::now() - t0).count();
-  t0 = clock::now();
-  ckpt::write_safetensors(c.model, (root / "plain.safetensors").string());
-  const double plain_s = std::chrono::duration<double>(clock::now() - t0).count();
-  WARN(
-      fmt::format("{:.2f} GiB: save {:.2f} s = {:.2f} GiB/s (write + fsync + read-back CRC; write_safetensors "
-                  "alone {:.2f} s); verify {:.2f} s = {:.2f} GiB/s from the page cache, {:.2f} s = {:.2f} GiB/s "
-                  "cold",
-                  gib, save_s, gib / save_s, plain_s, verify_s, gib / verify_s, cold_s, gib / cold_s));
-  fs::remove_all(root);
+  s.write("shards.json", ckpt::layout_to_json(layout));
+  CHECK(ckpt::shard_file_name("model", 1, 3) == "model.shard-00001-of-00003.safetensors");
+  ckpt::ShardedCheckpointReader reader(s.dir.string());
+  CHECK(reader.layout().units.size() == 2);
+  // rank 1 of 2 owns elements [7, 14) of unit a: 7..12, then padding
+  const at::Tensor got = reader.read_flat_range("model", *reader.unit("a"), "a", 7, 7);
+  CHECK(at::equal(got, at::tensor({7.f, 8.f, 9.f, 10.f, 11.f, 12.f, 0.f})));
+  CHECK_FALSE(reader.read_flat_range("model", *reader.unit("a"), "grad.a", 0, 7).defined());  // optional entries
+  const ckpt::TensorMap full = ckpt::unflatten(s.dir.string());
+  CHECK(at::equal(full.at("a.w"), a.narrow(0, 0, 10).view({2, 5})));
+  CHECK(at::equal(full.at("a.b"), a.narrow(0, 10, 3)));
+  CHECK(at::equal(full.at("b.w"), bvals));
+  std::filesystem::remove(s.path(ckpt::shard_file_name("model", 2, 3)));
+  ckpt::ShardedCheckpointReader broken(s.dir.string());
+  CHECK_THROWS_WITH(broken.read_flat_range("model", *broken.unit("a"), "a", 10, 3),
+                    Catch::Contains("model.shard-00002-of-00003.safetensors") && Catch::Contains("missing"));
 }

@@ -9,6 +9,7 @@
 #include "plm/config/suggest.h"
 #include "plm/config/validate.h"
 #include "scratch.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace plm::config;
@@ -16,12 +17,7 @@ using namespace plm::config;
 namespace {
 
 std::string error_of(const std::string& recipe, const std::vector<std::string>& overrides = {}) {
-  try {
-    load_config(recipe, overrides);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
+  return ::error_of<ConfigError>([&] { load_config(recipe, overrides); });
 }
 
 const std::string repo = PLM_SOURCE_DIR;
@@ -46,7 +42,7 @@ TEST_CASE("defaults are PLM's TrainArgs defaults") {
   CHECK(a.data.batch_size == 2);
   CHECK(a.data.seed == 42);
   CHECK_FALSE(a.data.max_num_tiles.has_value());
-  CHECK(a.distributed.fsdp_type == "no_shard");
+  CHECK(a.distributed.fsdp_type == FsdpType::no_shard);
   CHECK(a.checkpoint.dump.every == 1000);
   CHECK(a.checkpoint.eval.keep == 0);
   CHECK(a.logging.freq == 10);
@@ -209,6 +205,34 @@ TEST_CASE("wrong types say what was expected and what was given") {
   CHECK_THAT(error_of(p), Catch::Contains(p + ":2: key 'data.batch_size' expects an integer"));
 }
 
+TEST_CASE("closed choices parse into their enums once, print back as PLM's names, and refuse other names") {
+  const TrainArgs a =
+      load_config("", {"distributed.fsdp_type=full_shard", "distributed.model_dtype=fp32", "distributed.device=cpu",
+                       "optim.loss_normalization=global_tokens", "optim.nan_policy=skip"})
+          .args;
+  CHECK(a.distributed.fsdp_type == FsdpType::full_shard);
+  CHECK(a.distributed.model_dtype == ModelDtype::fp32);
+  CHECK(a.distributed.device == Device::cpu);
+  CHECK(a.optim.loss_normalization == LossNormalization::global_tokens);
+  CHECK(a.optim.nan_policy == NanPolicy::skip);
+  const std::string yaml = to_yaml(a), json = to_json(a);
+  for (const char* text : {"full_shard", "fp32", "global_tokens", "skip"}) {
+    CHECK_THAT(yaml, Catch::Contains(std::string("\"") + text + "\""));
+    CHECK_THAT(json, Catch::Contains(std::string("\"") + text + "\""));
+  }
+  CHECK_THAT(json, Catch::Contains("\"device\": \"cpu\""));
+  // Every name of every choice reads back as itself.
+  for (const char* name : names_of(Device{}))
+    CHECK(name_of(load_config("", {std::string("distributed.device=") + name}).args.distributed.device) ==
+          std::string(name));
+  CHECK_THAT(error_of("", {"distributed.fsdp_type=hsdp"}),
+             Catch::Contains("key 'distributed.fsdp_type' expects one of no_shard, full_shard, got 'hsdp'"));
+  CHECK_THAT(error_of("", {"optim.nan_policy=[abort]"}), Catch::Contains("expects one of abort, skip, got a list"));
+  Scratch s;
+  const auto p = s.write("r.yaml", "distributed:\n  model_dtype: float32\n");
+  CHECK_THAT(error_of(p), Catch::Contains(p + ":2: key 'distributed.model_dtype' expects one of bf16, fp16, fp32"));
+}
+
 TEST_CASE("numbers in YAML's forms are accepted") {
   const auto a = load_config("", {"optim.lr=3", "steps=+5", "optim.clip=.inf", "model.norm_eps=1E-6"}).args;
   CHECK(a.optim.lr == 3.0);
@@ -266,7 +290,7 @@ TEST_CASE("format_double is shortest round-trip and always looks like a float") 
   CHECK(std::stod(format_double(1.0 / 3.0)) == 1.0 / 3.0);
 }
 
-TEST_CASE("the nine stage recipes carry plm-spec 5.1's values") {
+TEST_CASE("the nine stage recipes carry docs/reference.md 5.1's values") {
   auto load = [](const std::string& stage, const std::string& size) {
     return load_config(repo + "/recipes/" + stage + "/" + size + ".yaml").args;
   };
@@ -280,8 +304,8 @@ TEST_CASE("the nine stage recipes carry plm-spec 5.1's values") {
       CHECK(a.optim.lr_min_ratio == 0.01);
       CHECK(a.optim.scheduler == "cosine");
       CHECK(a.optim.weight_decay == (is8b ? 0.05 : 0.01));
-      CHECK(a.distributed.fsdp_type == "full_shard");
-      CHECK(a.distributed.model_dtype == "bf16");
+      CHECK(a.distributed.fsdp_type == FsdpType::full_shard);
+      CHECK(a.distributed.model_dtype == ModelDtype::bf16);
       CHECK(a.distributed.full_activation_checkpointing);
       CHECK_FALSE(a.distributed.selective_activation_checkpointing);
       CHECK(a.data.tokenizer_name == "plmchat");

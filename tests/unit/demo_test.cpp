@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/config/load.h"
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 #include "plm/demo/demo_error.h"
 #include "plm/demo/make_demo.h"
 #include "plm/demo/questions.h"
@@ -159,7 +159,7 @@ TEST_CASE("make-demo: every sample of every split parses and preprocesses with t
     const auto args = config::load_config(std::string(PLM_SOURCE_DIR) + "/recipes/demo/stage" + stage + ".yaml",
                                           {"data.registry=" + registry, "data.tokenizer_path=" + tok})
                           .args;
-    const data::Pipeline p = data::make_pipeline(args);
+    const data::LoaderFactory p = data::make_loader_factory(args);
     CHECK(args.model.vocab_size == p.tokenizer->vocab_size());
     const auto per_chunk = stage == "1" ? 16 : 4;  // 56/14 squared at pooling 1; pooled 2x2 at pooling 2
     const int64_t frames = std::min<int64_t>(demo::kVideoFrames, *args.data.max_video_frames);

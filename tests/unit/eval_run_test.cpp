@@ -67,8 +67,8 @@ struct TwoDatasets {
     mix = {{{"text", scratch.write("text.jsonl", text), ""}, 0.5},
            {{"image", scratch.write("image.jsonl", image), scratch.dir.string()}, 0.5}};
   }
-  data::Pipeline pipeline(const model::PerceptionLMImpl& m, int64_t batch_size) const {
-    data::Pipeline p;
+  data::LoaderFactory pipeline(const model::PerceptionLMImpl& m, int64_t batch_size) const {
+    data::LoaderFactory p;
     p.tokenizer = llama3();
     p.preprocess = std::make_shared<data::Preprocessor>(p.tokenizer, tiny_preprocess(m));
     p.mix = mix;
@@ -86,7 +86,7 @@ TEST_CASE("validation loss is the token-weighted mean of model.loss over the bat
   TwoDatasets data;
   model::PerceptionLM m = tiny_model();
   m->train();
-  const data::Pipeline pipeline = data.pipeline(*m, 3);
+  const data::LoaderFactory pipeline = data.pipeline(*m, 3);
   const eval::ValidationLoss v = eval::validation_loss(*m, pipeline, 4);
   CHECK(m->is_training());  // restored
 
@@ -99,7 +99,7 @@ TEST_CASE("validation loss is the token-weighted mean of model.loss over the bat
   for (int k = 0; k < 4; ++k) {
     const data::Batch b = loader->next();
     const int64_t n = b.loss_mask.sum().item<int64_t>();
-    sum += m->loss(eval::model_inputs(*m, b, at::kCPU), b.labels, b.loss_mask).item<double>() * static_cast<double>(n);
+    sum += m->loss(model::model_inputs(*m, b, at::kCPU), b.labels, b.loss_mask).item<double>() * static_cast<double>(n);
     tokens += n;
     rows += b.input_ids.size(0);
     for (const auto& id : b.sample_ids) datasets.insert(id.substr(0, id.find('#')));
@@ -119,7 +119,7 @@ TEST_CASE("validation loss is the token-weighted mean of model.loss over the bat
   CHECK(dataset_tokens == tokens);
   CHECK(weighted / static_cast<double>(tokens) == Approx(v.loss).epsilon(1e-6));
   // A loader of one dataset gives that dataset's value from its own batches.
-  data::Pipeline text_only = pipeline;
+  data::LoaderFactory text_only = pipeline;
   text_only.mix = {data.mix[0]};
   text_only.mix[0].weight = 1;
   const eval::ValidationLoss t = eval::validation_loss(*m, text_only, 2);

@@ -1,5 +1,5 @@
 // Benchmark metrics: answer parsing, FGQA MBacc, RTLoc recall, RDCap SODA_c, judge JSONL and the results report.
-// Expected values are worked out by hand in the comments (plm-spec.md section 9; lmms-eval tasks/plm_videobench).
+// Expected values are worked out by hand in the comments (docs/reference.md 9; lmms-eval tasks/plm_videobench).
 #include <catch2/catch.hpp>
 
 #include <sstream>
@@ -7,8 +7,8 @@
 
 #include "plm/eval/answer_matching.h"
 #include "plm/eval/judge_records.h"
-#include "plm/eval/metrics.h"
 #include "plm/eval/multiple_choice.h"
+#include "plm/eval/results.h"
 #include "plm/eval/rtloc.h"
 #include "plm/eval/segments.h"
 #include "plm/eval/soda.h"

@@ -1,15 +1,12 @@
 // Fully sharded data parallel on one rank (the multi-rank equivalence runs in tests/e2e/cli_dist_train.sh): the
 // sharded model computes the plain model's loss and gradients bit for bit in fp32 (the per-unit recomputation adds
-// no error), in bf16 within rounding; frozen units get no gradient; the units cover every parameter; and a sharded
-// checkpoint's flat buffers read back at another world size (resharding) and unflatten to the parameters.
+// no error), in bf16 within rounding; frozen units get no gradient; the units cover every parameter.
 #include "torch_catch.h"
 
-#include "plm/ckpt/sharded.h"
 #include "plm/config/load.h"
 #include "plm/dist/fsdp.h"
 #include "plm/model/init.h"
 #include "plm/model/units.h"
-#include "scratch.h"
 
 using namespace plm;
 
@@ -39,7 +36,7 @@ Batch batch(const config::ModelArgs& a) {
 }
 
 /// The plain model's gradients flattened in the sharded layout's order.
-at::Tensor flat_gradient(const model::PerceptionLMImpl& m, const ckpt::UnitLayout& unit) {
+at::Tensor flat_gradient(const model::PerceptionLMImpl& m, const dist::UnitLayout& unit) {
   std::map<std::string, at::Tensor> grads;
   for (const auto& p : m.named_parameters()) grads[p.key()] = p.value().grad();
   std::vector<at::Tensor> parts;
@@ -101,7 +98,7 @@ TEST_CASE("one-rank full_shard gives the plain model's loss and gradients exactl
   }
 }
 
-TEST_CASE("one-rank full_shard in bf16: the plain bf16 model's loss; frozen units get no gradient") {
+TEST_CASE("one-rank full_shard in bf16: the plain bf16 model's loss, and frozen units get no gradient") {
   const config::ModelArgs args = tiny({"model.freeze_language_model=true"});
   at::manual_seed(2);
   model::PerceptionLM plain(args), sharded(args);
@@ -130,37 +127,4 @@ TEST_CASE("one-rank full_shard in bf16: the plain bf16 model's loss; frozen unit
     CHECK(shard.grad().defined() == !decoder);
   }
   CHECK(fsdp.trainable_shards().size() == 1 + 2 + 1);  // vision stem, 2 blocks, projector
-}
-
-TEST_CASE("sharded checkpoint layout: ranges read across shards at another world size, then unflattened") {
-  Scratch s("plm_shards");
-  ckpt::ShardLayout layout;
-  layout.world_size = 3;
-  layout.units.push_back({"a", {{"a.w", {2, 5}, 0, 10}, {"a.b", {3}, 10, 3}}, 13, true});
-  layout.units.push_back({"b", {{"b.w", {4}, 0, 4}}, 4, false});
-  const at::Tensor a = at::arange(13, at::kFloat), bvals = at::arange(100, 104, at::kFloat);
-  for (int r = 0; r < 3; ++r) {
-    ckpt::TensorMap model;
-    const int64_t sa = ckpt::shard_length(13, 3), sb = ckpt::shard_length(4, 3);
-    CHECK(sa == 5);
-    model.insert("a", at::constant_pad_nd(a, {0, 2}).narrow(0, r * sa, sa).clone());
-    model.insert("b", at::constant_pad_nd(bvals, {0, 2}).narrow(0, r * sb, sb).clone());
-    ckpt::write_safetensors(model, s.path(ckpt::shard_file_name("model", r, 3)));
-  }
-  s.write("shards.json", ckpt::layout_to_json(layout));
-  CHECK(ckpt::shard_file_name("model", 1, 3) == "model.shard-00001-of-00003.safetensors");
-  ckpt::ShardedCheckpointReader reader(s.dir.string());
-  CHECK(reader.layout().units.size() == 2);
-  // rank 1 of 2 owns elements [7, 14) of unit a: 7..12, then padding
-  const at::Tensor got = reader.read_flat_range("model", *reader.unit("a"), "a", 7, 7);
-  CHECK(at::equal(got, at::tensor({7.f, 8.f, 9.f, 10.f, 11.f, 12.f, 0.f})));
-  CHECK_FALSE(reader.read_flat_range("model", *reader.unit("a"), "grad.a", 0, 7).defined());  // optional entries
-  const ckpt::TensorMap full = ckpt::unflatten(s.dir.string());
-  CHECK(at::equal(full.at("a.w"), a.narrow(0, 0, 10).view({2, 5})));
-  CHECK(at::equal(full.at("a.b"), a.narrow(0, 10, 3)));
-  CHECK(at::equal(full.at("b.w"), bvals));
-  std::filesystem::remove(s.path(ckpt::shard_file_name("model", 2, 3)));
-  ckpt::ShardedCheckpointReader broken(s.dir.string());
-  CHECK_THROWS_WITH(broken.read_flat_range("model", *broken.unit("a"), "a", 10, 3),
-                    Catch::Contains("model.shard-00002-of-00003.safetensors") && Catch::Contains("missing"));
 }

@@ -1,5 +1,5 @@
-// Image decoding, Pillow-compatible resizing and PLM's tiling (plm-spec.md 4.4). Fixtures are made at test time by
-// tests/parity/image_parity.py with the venv's Pillow, which also checks plm's outputs against Pillow/torchvision.
+// Image decoding, Pillow-compatible resizing and PLM's tiling (docs/reference.md 4.4). Fixtures are made at test time
+// by tests/parity/image_parity.py with the venv's Pillow, which also checks plm's outputs against Pillow/torchvision.
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +13,7 @@
 #include "plm/media/resample.h"
 #include "plm/media/tiling.h"
 #include "scratch.h"
+#include "test_helpers.h"
 #include "torch_catch.h"
 
 using namespace plm::media;
@@ -21,33 +22,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string repo = PLM_SOURCE_DIR;
-const std::string python = repo + "/.venv/bin/python";
-
 /// Runs tests/parity/image_parity.py COMMAND DIR; returns its output; `require_ok` fails the test on rc != 0.
 std::string run_parity_script(const Scratch& s, const std::string& command, bool require_ok = true) {
-  if (!fs::exists(python)) FAIL(python << " is missing: run scripts/setup.sh to create the venv with Pillow.");
-  const std::string log = s.path("python.log");
-  const std::string cmd = "'" + python + "' '" + repo + "/tests/parity/image_parity.py' " + command + " '" +
-                          s.dir.string() + "' > '" + log + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::stringstream out;
-  out << std::ifstream(log).rdbuf();
-  INFO(cmd << "\n" << out.str());
-  if (require_ok) REQUIRE(rc == 0);
-  return out.str();
+  const PythonRun r =
+      run_reference_python("tests/parity/image_parity.py", command + " '" + s.dir.string() + "'", s.path("python.log"));
+  INFO(r.command << "\n" << r.output);
+  if (require_ok) REQUIRE(r.ok());
+  return r.output;
 }
 
 /// The MediaError `f` throws (fails the test if it throws nothing or something else).
 template <typename F>
 MediaError media_error_of(F&& f) {
-  try {
-    f();
-  } catch (const MediaError& e) {
-    return e;
-  }
-  FAIL("no MediaError thrown");
-  throw;  // unreachable
+  const std::optional<MediaError> e = thrown<MediaError>(std::forward<F>(f));
+  REQUIRE(e);
+  return *e;
 }
 
 /// `t` holds [thumbnail +] n_w * n_h chunks of size x size, in [-1, 1].
@@ -63,7 +52,7 @@ void require_tiles_shape(const ImageTiles& t, TileGrid grid, int64_t size = 448,
 
 }  // namespace
 
-TEST_CASE("choose_tile_grid: the worked examples of plm-spec 4.4", "[image][tiling]") {
+TEST_CASE("choose_tile_grid: the worked examples of docs/reference.md 4.4", "[image][tiling]") {
   struct Example {
     int64_t w, h, max_tiles, n_w, n_h;
   };

@@ -109,7 +109,7 @@ TEST_CASE("cached decode steps give the logits of a full forward for a right-pad
   infer::KVCache cache(*m, 3, 13 + 4);
   const auto rope = infer::rope_table(*m, cache.capacity());
   model::ModelInputs in{batch.tokens, batch.pixels, batch.tokens == kImage, {}};
-  at::Tensor h = infer::forward_cached(*m, m->embed(in), model::CachedStep::prefill(rope, 3, 13), cache);
+  at::Tensor h = m->hidden_cached(m->embed(in), model::CachedStep::prefill(rope, 3, 13), cache.layers());
   std::vector<std::vector<text::TokenId>> fed(3);
   for (int64_t t = 0; t < 4; ++t) {
     for (int64_t b = 0; b < 3; ++b) {
@@ -124,7 +124,7 @@ TEST_CASE("cached decode steps give the logits of a full forward for a right-pad
     for (int64_t b = 0; b < 3; ++b)
       fed[static_cast<size_t>(b)].push_back(static_cast<text::TokenId>(next[b][0].item<int64_t>()));
     const at::Tensor positions = (batch.lengths + t).unsqueeze(1);
-    h = infer::forward_cached(*m, m->embed({next, {}, {}, {}}), model::CachedStep::at(rope, positions), cache);
+    h = m->hidden_cached(m->embed({next, {}, {}, {}}), model::CachedStep::at(rope, positions), cache.layers());
   }
 }
 
@@ -179,9 +179,9 @@ TEST_CASE("sampling: greedy, temperature, top-k and top-p follow PLM's rules") {
   CHECK(p7[0].item<int64_t>() + p7[2].item<int64_t>() == 0);
   CHECK(p7[3].item<int64_t>() > 0);
   CHECK(counts({1.0, 0.4, 2})[1].item<int64_t>() == 2000);  // top-p wins over top-k, as in PLM
-  CHECK_THROWS_AS((infer::SamplingOptions{-1.0, {}, {}}.validate()), infer::GenerateError);
-  CHECK_THROWS_AS((infer::SamplingOptions{1.0, 1.5, {}}.validate()), infer::GenerateError);
-  CHECK_THROWS_AS((infer::SamplingOptions{1.0, {}, 0}.validate()), infer::GenerateError);
+  CHECK_THROWS_AS((infer::SamplingOptions{-1.0, {}, {}}.check()), infer::GenerateError);
+  CHECK_THROWS_AS((infer::SamplingOptions{1.0, 1.5, {}}.check()), infer::GenerateError);
+  CHECK_THROWS_AS((infer::SamplingOptions{1.0, {}, 0}.check()), infer::GenerateError);
 }
 
 TEST_CASE("sampled generation is reproducible from the seed") {

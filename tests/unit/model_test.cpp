@@ -41,7 +41,7 @@ model::ModelInputs text_and_image_batch(const model::PerceptionLMImpl& m, int64_
 
 }  // namespace
 
-TEST_CASE("parameter names and shapes are PLM's consolidated names (spec 1.6)") {
+TEST_CASE("parameter names and shapes are PLM's consolidated names (docs/reference.md 1.6)") {
   auto args = model_args("tiny", {"model.vision_model.ls_init_value=0.1"});
   const model::PerceptionLM m(args, at::TensorOptions().device(at::kMeta));
   const auto s = shapes(*m);
@@ -98,7 +98,7 @@ TEST_CASE("PLM 1B/3B/8B sizes (built on the meta device: no memory)") {
   CHECK(numel(*m8) > 8'000'000'000LL);
 }
 
-TEST_CASE("Llama 3 RoPE scaling keeps, blends and divides the frequencies as spec 1.5 counts") {
+TEST_CASE("Llama 3 RoPE scaling keeps, blends and divides the frequencies as docs/reference.md 1.5 counts") {
   auto count = [](int64_t head_dim) {
     config::ModelArgs a;
     a.rope_theta = 500000;
@@ -201,9 +201,9 @@ TEST_CASE("activation checkpointing gives the gradients of the plain graph, Drop
     INFO("frozen decoder and vision: " << freeze);
     at::manual_seed(3);
     const std::string f = freeze ? "true" : "false";
-    model::PerceptionLM m(model_args("tiny", {"model.vision_model.drop_path=0.5",
-                                              "model.vision_model.ls_init_value=0.1", "model.freeze_language_model=" + f,
-                                              "model.freeze_vision_model=" + f}));
+    model::PerceptionLM m(
+        model_args("tiny", {"model.vision_model.drop_path=0.5", "model.vision_model.ls_init_value=0.1",
+                            "model.freeze_language_model=" + f, "model.freeze_vision_model=" + f}));
     model::init_all(*m);
     m->train();
     m->apply_freezing();

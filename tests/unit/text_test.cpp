@@ -1,5 +1,5 @@
-// Tokenizers (spec 3.1/3.4 vectors, specials, errors, UTF-8 repair, sentencepiece) and chat formats
-// (spec 3.2/3.3 strings, masks, truncation), regions (spec 4.1).
+// Tokenizers (docs/reference.md 3.1/3.4 vectors, specials, errors, UTF-8 repair, sentencepiece) and chat formats
+// (docs/reference.md 3.2/3.3 strings, masks, truncation), regions (docs/reference.md 4.1).
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -49,7 +49,7 @@ const std::string kAssistant = "<|start_header_id|>assistant<|end_header_id|>\n\
 
 }  // namespace
 
-TEST_CASE("spec 3.4 vectors") {
+TEST_CASE("docs/reference.md 3.4 vectors") {
   const auto& t = llama3();
   CHECK(t.encode("This is a test sentence.") == Ids{2028, 374, 264, 1296, 11914, 13});
   CHECK(t.encode("<|begin_of_text|>This is a test sentence.<|end_of_text|>") ==
@@ -239,7 +239,7 @@ TEST_CASE("multi-image: each <image> tag in human turns becomes one image's toke
   CHECK(dialog[1].user == kUser + "And <|image|><|image|>?<|eot_id|>");
 }
 
-TEST_CASE("text-only samples get no image tokens; bad conversations are clear errors") {
+TEST_CASE("text-only samples get no image tokens, and bad conversations are clear errors") {
   const auto& f = ConversationFormat::named("plm_sft");
   const auto dialog = build_dialog(f, {{"human", "Hi"}, {"assistant", "Hello"}}, 0, 0, MediaType::text);
   CHECK(dialog[0].user == "<|begin_of_text|>" + kSysBlock + kUser + "Hi<|eot_id|>");

@@ -1,4 +1,4 @@
-// Optimizer, schedules and clipping against the reference formulas (plm-spec 5.3) and LibTorch's own AdamW.
+// Optimizer, schedules and clipping against the reference formulas (docs/reference.md 5.3) and LibTorch's own AdamW.
 #include "torch_catch.h"
 
 #include <cmath>

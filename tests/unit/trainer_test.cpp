@@ -172,7 +172,7 @@ TEST_CASE("a non-finite loss aborts naming the step and samples, or is skipped")
     CHECK_THAT(what, Catch::Contains("nan_policy"));
   }
   auto skip_args = toy_args(s, "skip", blow_up);
-  skip_args.optim.nan_policy = "skip";
+  skip_args.optim.nan_policy = config::NanPolicy::skip;
   train::Trainer skip(skip_args);
   CHECK(skip.run().step == 4);
 }

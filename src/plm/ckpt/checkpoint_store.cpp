@@ -1,4 +1,4 @@
-#include "plm/train/checkpoint_store.h"
+#include "plm/ckpt/checkpoint_store.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -22,7 +22,7 @@
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace plm::train {
+namespace plm::ckpt {
 namespace {
 
 constexpr const char* kFormat = "plm-checkpoint-1";
@@ -32,7 +32,7 @@ constexpr const char* kTmpPrefix = ".tmp-";
 constexpr const char* kRequired[] = {"model.safetensors", "optimizer.safetensors", "params.json", "train_state.json"};
 
 [[noreturn]] void fail(const std::string& what, const fs::path& path, int err) {
-  throw ckpt::CheckpointError(what + " '" + path.string() + "': " + std::strerror(err) + ".");
+  throw CheckpointError(what + " '" + path.string() + "': " + std::strerror(err) + ".");
 }
 
 // A directory's entries (creations, renames) reach the disk only when the directory itself is fsynced.
@@ -72,7 +72,7 @@ FileSum checksum_file(const fs::path& path) {
 }
 
 FileSum write_text(const fs::path& path, const std::string& text) {
-  ckpt::detail::AtomicFile out(path.string());
+  detail::AtomicFile out(path.string());
   out.write(text.data(), text.size());
   out.commit();
   const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
@@ -81,7 +81,7 @@ FileSum write_text(const fs::path& path, const std::string& text) {
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ckpt::CheckpointError("cannot read '" + path.string() + "'.");
+  if (!in) throw CheckpointError("cannot read '" + path.string() + "'.");
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
@@ -134,7 +134,7 @@ CheckpointStore::CheckpointStore(std::string root, config::SaveEvery dump, confi
     : root_(std::move(root)), dump_(dump), eval_(eval) {
   std::error_code ec;
   fs::create_directories(root_, ec);
-  if (ec) throw ckpt::CheckpointError("cannot create checkpoint folder '" + root_ + "': " + ec.message() + ".");
+  if (ec) throw CheckpointError("cannot create checkpoint folder '" + root_ + "': " + ec.message() + ".");
 }
 
 std::string CheckpointStore::step_dir(int64_t step) const {
@@ -148,11 +148,11 @@ std::string CheckpointStore::save(int64_t step, const CheckpointContents& conten
   std::error_code ec;
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) && ec)
-    throw ckpt::CheckpointError("cannot create '" + tmp.string() + "': " + ec.message() + ".");
+    throw CheckpointError("cannot create '" + tmp.string() + "': " + ec.message() + ".");
   try {
     json files = json::object();
-    auto add_tensors = [&](const char* name, const ckpt::TensorMap& tensors) {
-      ckpt::write_safetensors(tensors, (tmp / name).string());
+    auto add_tensors = [&](const char* name, const TensorMap& tensors) {
+      write_safetensors(tensors, (tmp / name).string());
       const FileSum s = checksum_file(tmp / name);  // the bytes as the disk gives them back
       files[name] = {{"bytes", s.bytes}, {"crc32", s.crc32}};
     };
@@ -187,7 +187,7 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
     world.all_reduce(failed, dist::ReduceOp::max);
     if (failed.item<int>() == 0) return;
     if (leader) fs::remove_all(tmp, ec);
-    throw ckpt::CheckpointError(
+    throw CheckpointError(
         !error.empty() ? error
                        : fmt::format("another rank could not {} checkpoint step {} in '{}'.", stage, step, root_));
   };
@@ -200,7 +200,7 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
   try {
     json part = json::object();
     for (const auto& [name, tensors] : mine.tensors) {
-      ckpt::write_safetensors(tensors, (tmp / name).string());
+      write_safetensors(tensors, (tmp / name).string());
       const FileSum sum = checksum_file(tmp / name);
       part[name] = {{"bytes", sum.bytes}, {"crc32", sum.crc32}};
     }
@@ -234,39 +234,38 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
 
 void CheckpointStore::verify(const std::string& dir) {
   const fs::path d(dir), manifest_path = d / kManifest;
-  if (!fs::is_directory(d)) throw ckpt::CheckpointError("checkpoint folder '" + dir + "' does not exist.");
-  if (!fs::exists(manifest_path))
-    throw ckpt::CheckpointError("'" + dir + "' has no manifest.json: its save did not finish.");
+  if (!fs::is_directory(d)) throw CheckpointError("checkpoint folder '" + dir + "' does not exist.");
+  if (!fs::exists(manifest_path)) throw CheckpointError("'" + dir + "' has no manifest.json: its save did not finish.");
   json files;
   try {
     const json m = json::parse(read_text(manifest_path));
     if (m.value("format", std::string()) != kFormat)
-      throw ckpt::CheckpointError("'" + manifest_path.string() + "' is not a \"" + kFormat + "\" manifest.");
+      throw CheckpointError("'" + manifest_path.string() + "' is not a \"" + kFormat + "\" manifest.");
     files = m.at("files");
     const bool sharded = files.contains("shards.json");
     for (const char* name : kRequired)
       if (!files.contains(name) && !(sharded && std::string(name).find(".safetensors") != std::string::npos))
-        throw ckpt::CheckpointError("'" + manifest_path.string() + "' does not list " + name + ".");
+        throw CheckpointError("'" + manifest_path.string() + "' does not list " + name + ".");
     for (const auto& [name, entry] : files.items()) {
       const fs::path file = d / name;
       if (name.find('/') != std::string::npos || !fs::exists(file))
-        throw ckpt::CheckpointError("'" + file.string() + "' is missing (listed in the manifest).");
+        throw CheckpointError("'" + file.string() + "' is missing (listed in the manifest).");
       const auto bytes = entry.at("bytes").get<uint64_t>();
       const auto crc = entry.at("crc32").get<uint32_t>();
       const FileSum s = checksum_file(file);
       if (s.bytes != bytes)
-        throw ckpt::CheckpointError(
+        throw CheckpointError(
             fmt::format("'{}' has {} bytes, the manifest says {}: it is truncated or was "
                         "overwritten.",
                         file.string(), s.bytes, bytes));
       if (s.crc32 != crc)
-        throw ckpt::CheckpointError(
+        throw CheckpointError(
             fmt::format("'{}' fails its checksum (CRC-32 {:08x}, the manifest says {:08x}): "
                         "it is corrupt.",
                         file.string(), s.crc32, crc));
     }
   } catch (const json::exception& e) {
-    throw ckpt::CheckpointError("'" + manifest_path.string() + "' is not a valid manifest (" + e.what() + ").");
+    throw CheckpointError("'" + manifest_path.string() + "' is not a valid manifest (" + e.what() + ").");
   }
 }
 
@@ -283,7 +282,7 @@ std::optional<std::string> CheckpointStore::newest_complete() const {
     try {
       verify(it->second.string());
       return it->second.string();
-    } catch (const ckpt::CheckpointError& e) {
+    } catch (const CheckpointError& e) {
       log::warn("skipping checkpoint '{}': {}", it->second.string(), e.what());
     }
   }
@@ -317,11 +316,11 @@ void CheckpointStore::clean_up(const std::string& protect) const {
 CheckpointContents CheckpointStore::load(const std::string& dir) {
   const fs::path d(dir);
   CheckpointContents c;
-  if (fs::exists(d / "model.safetensors")) {  // else sharded: ckpt::ShardedCheckpointReader reads the shards
-    c.model = ckpt::read_safetensors((d / "model.safetensors").string());
-    c.optimizer = ckpt::read_safetensors((d / "optimizer.safetensors").string());
+  if (fs::exists(d / "model.safetensors")) {  // else sharded: ShardedCheckpointReader reads the shards
+    c.model = read_safetensors((d / "model.safetensors").string());
+    c.optimizer = read_safetensors((d / "optimizer.safetensors").string());
   }
-  if (fs::exists(d / "extra.safetensors")) c.extra = ckpt::read_safetensors((d / "extra.safetensors").string());
+  if (fs::exists(d / "extra.safetensors")) c.extra = read_safetensors((d / "extra.safetensors").string());
   c.params_json = read_text(d / "params.json");
   c.train_state_json = read_text(d / "train_state.json");
   return c;
@@ -330,29 +329,28 @@ CheckpointContents CheckpointStore::load(const std::string& dir) {
 std::vector<std::string> consolidate(const std::string& step_dir) {
   CheckpointStore::verify(step_dir);
   const fs::path d(step_dir);
-  const config::ModelArgs args = ckpt::read_model_args(step_dir);
-  const ckpt::TensorMap master = ckpt::is_sharded_checkpoint(step_dir)
-                                     ? ckpt::unflatten(step_dir)
-                                     : ckpt::read_safetensors((d / "model.safetensors").string());
-  ckpt::TensorMap out;
+  const config::ModelArgs args = read_model_args(step_dir);
+  const TensorMap master =
+      is_sharded_checkpoint(step_dir) ? unflatten(step_dir) : read_safetensors((d / "model.safetensors").string());
+  TensorMap out;
   for (const auto& [name, t] : master) {
     if (name == "output.tied_module.weight" || (args.weight_tying && name == "output.weight")) continue;
     out.insert(name, t.is_floating_point() ? t.to(at::kFloat) : t);
   }
   const std::string st = (d / "consolidated.safetensors").string(), pth = (d / "consolidated.pth").string();
   // safetensors refuses shared tensors (the Python library raises on them): the tied duplicate goes only in the .pth.
-  ckpt::write_safetensors(out, st);
+  write_safetensors(out, st);
   if (args.weight_tying) {
     const at::Tensor* emb = out.find("tok_embeddings.weight");
     if (!emb)
-      throw ckpt::CheckpointError("'" + (d / "model.safetensors").string() +
-                                  "' has no tok_embeddings.weight, but params.json ties the output to it.");
+      throw CheckpointError("'" + (d / "model.safetensors").string() +
+                            "' has no tok_embeddings.weight, but params.json ties the output to it.");
     // PLM's TiedLinear: state_dict() lists the embedding again as output.tied_module.weight (same storage).
     out.insert("output.tied_module.weight", *emb);
   }
-  ckpt::save_torch_state_dict(out, pth);
+  save_torch_state_dict(out, pth);
   fsync_dir(d);
   return {st, pth};
 }
 
-}  // namespace plm::train
+}  // namespace plm::ckpt

@@ -1,4 +1,4 @@
-// Reading a whole model from whatever checkpoint a user has (plm-spec 6.3, 6.5): a PLM folder (params.json +
+// Reading a whole model from whatever checkpoint a user has (docs/reference.md 6.3, 6.5): a PLM folder (params.json +
 // consolidated.pth / consolidated.safetensors, Meta-style consolidated.NN.pth parts, or a full_shard training
 // checkpoint's shards: ckpt/sharded.h), a single .pth or
 // .safetensors file (native or Hugging Face names, recognised by content), or a Hugging Face PerceptionLM folder
@@ -23,9 +23,9 @@ config::ModelArgs read_model_args(const std::string& path);
 /// The PLM model keys of a Hugging Face PerceptionLM config.json (its parsed text).
 config::ModelArgs model_args_from_hf_config(const std::string& json_text, const std::string& origin);
 
-/// The checkpoint's tensors under native names (spec 1.6) with what was left out and why. Hugging Face names are
-/// mapped (q/k rows un-permuted) using `args`; the tied duplicate `output.tied_module.weight` and RoPE buffers are
-/// left out.
+/// The checkpoint's tensors under native names (docs/reference.md 1.6) with what was left out and why. Hugging Face
+/// names are mapped (q/k rows un-permuted) using `args`; the tied duplicate `output.tied_module.weight` and RoPE
+/// buffers are left out.
 MappedTensors read_native_weights(const std::string& path, const config::ModelArgs& args);
 
 /// What loading put where.
@@ -47,7 +47,8 @@ struct LoadReport {
 LoadReport load_weights(model::PerceptionLMImpl& model, const MappedTensors& weights, bool strict,
                         const std::string& origin);
 
-/// How a run starts (plm-spec 5.2 step 5, 6.3, 6.4), given `checkpoint.init_ckpt_path` and `vision_model_path`:
+/// How a run starts (docs/reference.md 5.2 step 5, 6.3, 6.4), given `checkpoint.init_ckpt_path` and
+/// `vision_model_path`:
 /// 1. everything is initialised (model/init.h), so nothing is left uninitialised whatever the files hold;
 /// 2. a PE file (vision_model_path) is read by PLM's load_ckpt rules (unwrap state_dict/weights, strip module./
 ///    visual., drop blocks beyond `layers`, attn_pool, proj, ln_post); a position embedding for another grid

@@ -1,5 +1,5 @@
-// Tensor-name maps between PLM's native state dict (consolidated.pth names, plm-spec 1.6) and the other layouts a
-// PLM checkpoint comes in: Hugging Face transformers' PerceptionLM, Perception Encoder (PE) release files and
+// Tensor-name maps between PLM's native state dict (consolidated.pth names, docs/reference.md 1.6) and the other
+// layouts a PLM checkpoint comes in: Hugging Face transformers' PerceptionLM, Perception Encoder (PE) release files and
 // Meta's original Llama consolidated.00.pth. Pure renaming plus the few exact re-layouts the formats need
 // (decoder q/k row permutation, timm's [1,1,W] / [1,N,W] shapes); nothing is converted in dtype or device.
 #pragma once
@@ -11,10 +11,9 @@
 #include <utility>
 #include <vector>
 
-namespace plm::ckpt {
+#include "plm/common/named_tensors.h"
 
-/// Named tensors in order. TensorMap's entries convert: `NamedTensors(map.begin(), map.end())`.
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+namespace plm::ckpt {
 
 /// An input key that a mapping left out, and why (one phrase, e.g. "RoPE buffer, recomputed from the config").
 struct IgnoredKey {
@@ -63,11 +62,11 @@ MappedTensors hf_to_native(const NamedTensors& hf, const DecoderLayout& layout);
 MappedTensors native_to_hf(const NamedTensors& native, const DecoderLayout& layout);
 
 /// A PE release checkpoint (PE-Core / PE-Lang .pt, already unwrapped from "state_dict" / "weights" by the caller)
-/// -> native `vision_model.*` names, by PLM's load_ckpt rules (plm-spec 1.2): every "module." is removed; if any
-/// key starts with "visual.", only keys containing "visual" are kept and every "visual." is removed.
-/// Ignored, as PLM's strict=False load drops them: blocks `transformer.resblocks.j` with j >= `layers`,
-/// `attn_pool.*`, `proj`, `ln_post.*` (unless `use_ln_post`), the text tower, and anything else that is not a
-/// parameter of PLM's encoder. Throws CheckpointError if two keys map to one name.
+/// -> native `vision_model.*` names, by PLM's load_ckpt rules (docs/reference.md 1.2): every "module." is removed; if
+/// any key starts with "visual.", only keys containing "visual" are kept and every "visual." is removed. Ignored, as
+/// PLM's strict=False load drops them: blocks `transformer.resblocks.j` with j >= `layers`, `attn_pool.*`, `proj`,
+/// `ln_post.*` (unless `use_ln_post`), the text tower, and anything else that is not a parameter of PLM's encoder.
+/// Throws CheckpointError if two keys map to one name.
 MappedTensors pe_checkpoint_to_native(const NamedTensors& pe, int64_t layers, bool use_ln_post = false);
 
 /// PLM's position-embedding resize (apps/plm/interpolate_PE_pos_embed.py, pe.py _sample_abs_posemb):

@@ -14,12 +14,14 @@
 #include <utility>
 #include <vector>
 
+#include "plm/common/user_error.h"
+
 namespace plm::ckpt {
 
 /// A checkpoint file or folder that cannot be read or written as asked (missing, truncated, corrupt, an
 /// unsupported dtype or format). what() is one sentence naming the file and, where there is one, the tensor.
-struct CheckpointError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct CheckpointError : UserError {
+  using UserError::UserError;
 };
 
 /// Tensors by name, in insertion order (for a loaded file: the file's order), with constant-time lookup.

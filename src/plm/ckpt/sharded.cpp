@@ -12,34 +12,31 @@ namespace plm::ckpt {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-int64_t shard_length(int64_t numel, int world_size) {
-  return (numel + world_size - 1) / world_size;
-}
-
 std::string shard_file_name(const std::string& kind, int rank, int world_size) {
   return fmt::format("{}.shard-{:05d}-of-{:05d}.safetensors", kind, rank, world_size);
 }
 
-std::string layout_to_json(const ShardLayout& layout) {
+std::string layout_to_json(const dist::ShardLayout& layout) {
   json units = json::array();
-  for (const UnitLayout& u : layout.units) {
+  for (const dist::UnitLayout& u : layout.units) {
     json params = json::array();
-    for (const FlatParameter& p : u.parameters)
+    for (const dist::FlatParameter& p : u.parameters)
       params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}, {"numel", p.numel}});
     units.push_back({{"name", u.name}, {"numel", u.numel}, {"trainable", u.trainable}, {"parameters", params}});
   }
   return json{{"format", "plm-shards-1"}, {"world_size", layout.world_size}, {"units", units}}.dump(1) + "\n";
 }
 
-ShardLayout layout_from_json(const std::string& text, const std::string& origin) {
+dist::ShardLayout layout_from_json(const std::string& text, const std::string& origin) {
   try {
     const json j = json::parse(text);
     if (j.value("format", std::string()) != "plm-shards-1")
       throw CheckpointError("'" + origin + "' is not a plm shard layout (format \"plm-shards-1\").");
-    ShardLayout layout;
+    dist::ShardLayout layout;
     layout.world_size = j.at("world_size").get<int>();
     for (const json& u : j.at("units")) {
-      UnitLayout unit{u.at("name").get<std::string>(), {}, u.at("numel").get<int64_t>(), u.at("trainable").get<bool>()};
+      dist::UnitLayout unit{
+          u.at("name").get<std::string>(), {}, u.at("numel").get<int64_t>(), u.at("trainable").get<bool>()};
       for (const json& p : u.at("parameters"))
         unit.parameters.push_back({p.at("name").get<std::string>(), p.at("shape").get<std::vector<int64_t>>(),
                                    p.at("offset").get<int64_t>(), p.at("numel").get<int64_t>()});
@@ -52,7 +49,7 @@ ShardLayout layout_from_json(const std::string& text, const std::string& origin)
   }
 }
 
-ShardLayout read_layout(const std::string& dir) {
+dist::ShardLayout read_layout(const std::string& dir) {
   const fs::path path = fs::path(dir) / "shards.json";
   std::ifstream in(path);
   if (!in) throw CheckpointError("'" + path.string() + "' cannot be read: '" + dir + "' is not a sharded checkpoint.");
@@ -67,8 +64,8 @@ bool is_sharded_checkpoint(const std::string& dir) {
 
 ShardedCheckpointReader::ShardedCheckpointReader(std::string dir) : dir_(std::move(dir)), layout_(read_layout(dir_)) {}
 
-const UnitLayout* ShardedCheckpointReader::unit(const std::string& name) const {
-  for (const UnitLayout& u : layout_.units)
+const dist::UnitLayout* ShardedCheckpointReader::unit(const std::string& name) const {
+  for (const dist::UnitLayout& u : layout_.units)
     if (u.name == name) return &u;
   return nullptr;
 }
@@ -90,9 +87,9 @@ const at::Tensor* ShardedCheckpointReader::find(const std::string& kind, int ran
   return file(kind, rank).find(key);
 }
 
-at::Tensor ShardedCheckpointReader::read_flat_range(const std::string& kind, const UnitLayout& unit,
+at::Tensor ShardedCheckpointReader::read_flat_range(const std::string& kind, const dist::UnitLayout& unit,
                                                     const std::string& key, int64_t begin, int64_t length) {
-  const int64_t old_len = shard_length(unit.numel, layout_.world_size);
+  const int64_t old_len = dist::shard_length(unit.numel, layout_.world_size);
   at::Tensor out = at::zeros({length}, at::kFloat);
   bool found = false;
   const int64_t end = std::min(begin + length, unit.numel);
@@ -115,10 +112,10 @@ at::Tensor ShardedCheckpointReader::read_flat_range(const std::string& kind, con
 TensorMap unflatten(const std::string& dir) {
   ShardedCheckpointReader reader(dir);
   TensorMap out;
-  for (const UnitLayout& unit : reader.layout().units) {
+  for (const dist::UnitLayout& unit : reader.layout().units) {
     const at::Tensor flat = reader.read_flat_range("model", unit, unit.name, 0, unit.numel);
     if (!flat.defined()) throw CheckpointError("the shards of '" + dir + "' do not hold the unit '" + unit.name + "'.");
-    for (const FlatParameter& p : unit.parameters)
+    for (const dist::FlatParameter& p : unit.parameters)
       out.insert(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape).clone());
   }
   return out;

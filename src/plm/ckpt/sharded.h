@@ -1,8 +1,7 @@
-// Sharded checkpoints (architecture.md "Checkpoints"; issue "distributed" item 4). A fully sharded run keeps each
-// unit's parameters (model/units.h) as one flat fp32 buffer: the parameters flattened in registration order, then
-// zero padding to a multiple of the world size W; rank r owns elements [r S, (r + 1) S), S = ceil(numel / W).
-// A checkpoint folder of such a run holds, beside the single-process files' params.json and train_state.json:
-//   shards.json                                  the layout below (world size, units, parameter names and shapes)
+// Sharded checkpoints: a fully sharded run keeps each unit's parameters as one flat fp32 buffer split over the
+// ranks (dist/flat_layout.h has the layout). A checkpoint folder of such a run holds, beside the single-process
+// files' params.json and train_state.json:
+//   shards.json                                  the layout (world size, units, parameter names and shapes)
 //   model.shard-RRRRR-of-WWWWW.safetensors       rank R's fp32 shard of every unit, by unit name
 //   optimizer.shard-RRRRR-of-WWWWW.safetensors   rank R's AdamW state: "<unit>.exp_avg", "<unit>.exp_avg_sq",
 //                                                "<unit>.step" (0-d)
@@ -19,41 +18,19 @@
 #include <vector>
 
 #include "plm/ckpt/safetensors.h"
+#include "plm/dist/flat_layout.h"
 
 namespace plm::ckpt {
-
-/// One parameter's place in its unit's flat buffer.
-struct FlatParameter {
-  std::string name;  // PLM's parameter name
-  std::vector<int64_t> shape;
-  int64_t offset = 0, numel = 0;
-};
-
-/// One unit's flat buffer.
-struct UnitLayout {
-  std::string name;
-  std::vector<FlatParameter> parameters;
-  int64_t numel = 0;  // without padding
-  bool trainable = false;
-};
-
-struct ShardLayout {
-  int world_size = 1;
-  std::vector<UnitLayout> units;
-};
-
-/// ceil(numel / world_size): the shard length of a flat buffer padded to a multiple of world_size.
-int64_t shard_length(int64_t numel, int world_size);
 
 /// "model.shard-00001-of-00003.safetensors" for kind "model", rank 1, world size 3.
 std::string shard_file_name(const std::string& kind, int rank, int world_size);
 
-std::string layout_to_json(const ShardLayout& layout);
+std::string layout_to_json(const dist::ShardLayout& layout);
 /// Throws CheckpointError naming `origin` when the JSON is not a layout.
-ShardLayout layout_from_json(const std::string& json, const std::string& origin);
+dist::ShardLayout layout_from_json(const std::string& json, const std::string& origin);
 
 /// The layout of the sharded checkpoint in `dir` (its shards.json); throws CheckpointError when absent or corrupt.
-ShardLayout read_layout(const std::string& dir);
+dist::ShardLayout read_layout(const std::string& dir);
 
 /// Whether `dir` holds a sharded checkpoint (a shards.json).
 bool is_sharded_checkpoint(const std::string& dir);
@@ -64,17 +41,17 @@ class ShardedCheckpointReader {
   /// Throws CheckpointError when `dir` has no valid shards.json.
   explicit ShardedCheckpointReader(std::string dir);
 
-  const ShardLayout& layout() const { return layout_; }
+  const dist::ShardLayout& layout() const { return layout_; }
   /// The unit called `name`, or nullptr.
-  const UnitLayout* unit(const std::string& name) const;
+  const dist::UnitLayout* unit(const std::string& name) const;
 
   /// Elements [begin, begin + length) of the flat buffer `key` ("<unit>", or "<unit>.exp_avg", ...) of `unit` in
   /// the `kind` files ("model", "optimizer", "extra"), as an fp32 CPU tensor; elements at or beyond unit.numel are
   /// zero. Returns an undefined tensor when no shard holds `key` (optional entries such as partly accumulated
   /// gradients). Throws CheckpointError naming the file when a shard file is missing or holds a tensor of the wrong
   /// length.
-  at::Tensor read_flat_range(const std::string& kind, const UnitLayout& unit, const std::string& key, int64_t begin,
-                             int64_t length);
+  at::Tensor read_flat_range(const std::string& kind, const dist::UnitLayout& unit, const std::string& key,
+                             int64_t begin, int64_t length);
 
   /// The tensor `key` of rank `rank`'s `kind` file, or nullptr (for per-rank entries such as RNG states).
   const at::Tensor* find(const std::string& kind, int rank, const std::string& key);
@@ -82,7 +59,7 @@ class ShardedCheckpointReader {
  private:
   const TensorMap& file(const std::string& kind, int rank);
   std::string dir_;
-  ShardLayout layout_;
+  dist::ShardLayout layout_;
   std::map<std::string, TensorMap> files_;
 };
 

@@ -4,28 +4,40 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "plm/ckpt/checkpoint_store.h"
 #include "plm/ckpt/sharded.h"
-#include "plm/dist/fsdp.h"
-#include "plm/train/adamw.h"
-#include "plm/train/checkpoint_store.h"
+#include "plm/common/named_tensors.h"
+#include "plm/dist/flat_layout.h"
 
-namespace plm::train {
+namespace plm::ckpt {
 
-/// This rank's part of a checkpoint: its model, optimizer and extra shard files ("extra" holds `extra`: RNG
-/// states, partly accumulated gradients "grad.<unit>"), and on rank 0 shards.json plus the `texts` (params.json,
-/// train_state.json).
-RankFiles sharded_checkpoint_files(const dist::ShardedModel& model, const AdamW& optimizer, ckpt::TensorMap extra,
-                                   int rank, std::vector<std::pair<std::string, std::string>> texts);
+/// This rank's part of a checkpoint: its model, optimizer and extra shard files. `shards` are this rank's fp32
+/// shards of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its trainable
+/// shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` RNG states and partly accumulated
+/// gradients "grad.<unit>". Rank 0 also writes shards.json and the `texts` (params.json, train_state.json).
+RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedTensors& shards,
+                                   const NamedTensors& optimizer_state, TensorMap extra, int rank,
+                                   std::vector<std::pair<std::string, std::string>> texts);
 
-/// Loads checkpoint `dir` (sharded with any world size, or plain) into this rank's shards and AdamW state.
-/// Returns this rank's extra entries: "rng.cpu" when the checkpoint has one for this rank, and "grad.<unit>"
-/// (resharded) when it was saved inside an accumulation window. Throws ckpt::CheckpointError naming the folder when
-/// its units or parameters differ from the model's.
-ckpt::TensorMap restore_sharded(const std::string& dir, const dist::ShardedModel& model, AdamW& optimizer, int rank);
+/// What restore_sharded() read besides the shards.
+struct ShardedRestore {
+  NamedTensors optimizer_state;  // for AdamW::load_state: this rank's part, resharded
+  /// "rng.cpu" when the checkpoint has one for this rank, and "grad.<unit>" (resharded) when it was saved inside an
+  /// accumulation window.
+  TensorMap extra;
+};
+
+/// Loads checkpoint `dir` (sharded with any world size, or plain) into this rank's `shards` of `layout` (the
+/// tensors are written in place) and returns the rest. Throws CheckpointError naming the folder when its units or
+/// parameters differ from `layout`'s.
+ShardedRestore restore_sharded(const std::string& dir, const dist::ShardLayout& layout, const NamedTensors& shards,
+                               int rank);
 
 /// A sharded checkpoint as a single process's contents: full named parameters, per-parameter AdamW state,
 /// rank 0's RNG and full partly accumulated gradients; params.json and train_state.json as they are.
 CheckpointContents as_plain(const std::string& dir);
 
-}  // namespace plm::train
+}  // namespace plm::ckpt

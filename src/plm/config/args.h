@@ -1,4 +1,4 @@
-// Typed training configuration: one struct per section of PLM's TrainArgs (plm-spec.md section 5),
+// Typed training configuration: one struct per section of PLM's TrainArgs (docs/reference.md 5),
 // with PLM's defaults. Field names are PLM's YAML keys, so a PLM recipe reads unchanged.
 //
 // Every struct lists its fields once, in `visit(v)`; loading, printing and key suggestions are all
@@ -19,6 +19,42 @@ namespace plm::config {
 struct Opaque {
   YAML::Node node;  // null when unset
 };
+
+// Closed choices: a string in the YAML (PLM's spelling), an enum in the code, parsed once when the config loads
+// (an unknown name is a load error naming the key and the choices). `names_of(E{})` lists the names in the
+// enumerators' order; loading, printing and params.json go through it.
+enum class FsdpType { no_shard, full_shard };
+enum class ModelDtype { bf16, fp16, fp32 };
+enum class Device { auto_, cpu, cuda };
+enum class LossNormalization { reference, global_tokens };
+enum class NanPolicy { abort, skip };
+
+inline const std::vector<const char*>& names_of(FsdpType) {
+  static const std::vector<const char*> names{"no_shard", "full_shard"};
+  return names;
+}
+inline const std::vector<const char*>& names_of(ModelDtype) {
+  static const std::vector<const char*> names{"bf16", "fp16", "fp32"};
+  return names;
+}
+inline const std::vector<const char*>& names_of(Device) {
+  static const std::vector<const char*> names{"auto", "cpu", "cuda"};
+  return names;
+}
+inline const std::vector<const char*>& names_of(LossNormalization) {
+  static const std::vector<const char*> names{"reference", "global_tokens"};
+  return names;
+}
+inline const std::vector<const char*>& names_of(NanPolicy) {
+  static const std::vector<const char*> names{"abort", "skip"};
+  return names;
+}
+
+/// The YAML spelling of a choice.
+template <class E>
+const char* name_of(E e) {
+  return names_of(E{})[static_cast<size_t>(e)];
+}
 
 /// `model.vision_model`: the Perception Encoder's constructor arguments [core/vision_encoder/pe.py].
 /// patch_size, width, layers, heads and mlp_ratio have no default there and are required here.
@@ -157,11 +193,11 @@ struct DataArgs {
   bool show_first_batch = false;
   // plm's additions to PLM's DataloadArgs:
   std::string registry = "configs/datasets.yaml";  // the dataset registry (PLM hard-codes its own file)
-  bool pad_to_longest = false;  // pad batches to their longest sample instead of model.max_seqlen
-  bool strict = false;          // a sample that cannot be used stops the run instead of being skipped
-  int64_t prefetch_batches = 4; // batches decoded ahead of the trainer
-  std::string val_datamix;      // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
-  int64_t val_max_batches = 8;  // batches per validation (every checkpoint.eval.every steps and at the end)
+  bool pad_to_longest = false;                     // pad batches to their longest sample instead of model.max_seqlen
+  bool strict = false;           // a sample that cannot be used stops the run instead of being skipped
+  int64_t prefetch_batches = 4;  // batches decoded ahead of the trainer
+  std::string val_datamix;       // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
+  int64_t val_max_batches = 8;   // batches per validation (every checkpoint.eval.every steps and at the end)
 
   template <class V>
   void visit(V& v) {
@@ -205,10 +241,10 @@ struct OptimArgs {
   double decay_fraction = 0.1;
   double exp_factor = 0.5;
   // plm's additions to PLM's OptimArgs:
-  std::string loss_normalization = "reference";  // "reference": per-rank token mean / grad_acc_steps (PLM);
-                                                 // "global_tokens": sum over the whole step / its loss tokens
-  bool decay_norms_and_biases = true;            // false exempts 1-D tensors (norms, biases, LayerScale) from decay
-  std::string nan_policy = "abort";              // a non-finite loss or grad norm: "abort" or "skip" the update
+  // reference: per-rank token mean / grad_acc_steps (PLM); global_tokens: sum over the whole step / its loss tokens
+  LossNormalization loss_normalization = LossNormalization::reference;
+  bool decay_norms_and_biases = true;       // false exempts 1-D tensors (norms, biases, LayerScale) from decay
+  NanPolicy nan_policy = NanPolicy::abort;  // a non-finite loss or grad norm: abort, or skip the update
 
   template <class V>
   void visit(V& v) {
@@ -240,8 +276,8 @@ struct DistributedArgs {
   bool selective_activation_checkpointing = false;
   bool full_activation_checkpointing = false;
   bool compile = false;
-  std::string fsdp_type = "no_shard";  // "no_shard" or "full_shard"
-  std::string model_dtype = "bf16";    // "bf16", "fp16" or "fp32"
+  FsdpType fsdp_type = FsdpType::no_shard;
+  ModelDtype model_dtype = ModelDtype::bf16;
   bool matmul_allow_tf32 = false;
   bool detect_anomaly = false;
   int64_t compile_cache_size_limit = 8;
@@ -251,7 +287,7 @@ struct DistributedArgs {
   int64_t timeout_s = 600;
   // plm addition: where training runs: auto (CUDA device LOCAL_RANK when plm is built with CUDA and a GPU is
   // visible, else the CPU), cpu or cuda.
-  std::string device = "auto";
+  Device device = Device::auto_;
 
   template <class V>
   void visit(V& v) {

@@ -1,8 +1,8 @@
 #include "plm/config/emit.h"
 
 #include <charconv>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <type_traits>
 
 namespace plm::config {
@@ -38,9 +38,13 @@ class Writer {
   }
   template <class T>
   void write(const T& section) {
-    out_ << YAML::BeginMap;
-    const_cast<T&>(section).visit(*this);  // visit() only reads through a const Writer
-    out_ << YAML::EndMap;
+    if constexpr (std::is_enum_v<T>) {
+      write(std::string(name_of(section)));  // a closed choice
+    } else {
+      out_ << YAML::BeginMap;
+      const_cast<T&>(section).visit(*this);  // visit() only reads through a const Writer
+      out_ << YAML::EndMap;
+    }
   }
 
   YAML::Emitter& out_;
@@ -83,11 +87,21 @@ class JsonWriter {
     out_ += '"';
     for (const char c : v) {
       switch (c) {
-        case '"': out_ += "\\\""; break;
-        case '\\': out_ += "\\\\"; break;
-        case '\n': out_ += "\\n"; break;
-        case '\t': out_ += "\\t"; break;
-        case '\r': out_ += "\\r"; break;
+        case '"':
+          out_ += "\\\"";
+          break;
+        case '\\':
+          out_ += "\\\\";
+          break;
+        case '\n':
+          out_ += "\\n";
+          break;
+        case '\t':
+          out_ += "\\t";
+          break;
+        case '\r':
+          out_ += "\\r";
+          break;
         default:
           if (static_cast<unsigned char>(c) < 0x20) {
             char buf[8];
@@ -146,9 +160,13 @@ class JsonWriter {
   }
   template <class T>
   void write(const T& s) {
-    const bool first = first_;
-    section(s);
-    first_ = first;
+    if constexpr (std::is_enum_v<T>) {
+      quoted(name_of(s));  // a closed choice
+    } else {
+      const bool first = first_;
+      section(s);
+      first_ = first;
+    }
   }
 
   std::string& out_;

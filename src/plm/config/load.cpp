@@ -158,13 +158,23 @@ class Reader {
     out = std::move(inner);
   }
 
-  // A nested section.
+  // A closed choice (config/args.h), or a nested section.
   template <class T>
   void read(const std::string& path, const YAML::Node& value, T& out) {
-    if (!value.IsMap()) return type_error(path, value, "a mapping");
-    Reader sub(loaded_, value, path, errors_);
-    out.visit(sub);
-    sub.finish();
+    if constexpr (std::is_enum_v<T>) {
+      const std::vector<const char*>& names = names_of(T{});
+      std::string list;
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (value.IsScalar() && value.Scalar() == names[i]) return void(out = static_cast<T>(i));
+        list += std::string(i ? ", " : "") + names[i];
+      }
+      type_error(path, value, ("one of " + list).c_str());
+    } else {
+      if (!value.IsMap()) return type_error(path, value, "a mapping");
+      Reader sub(loaded_, value, path, errors_);
+      out.visit(sub);
+      sub.finish();
+    }
   }
 
   Loaded& loaded_;

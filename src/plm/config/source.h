@@ -9,6 +9,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "plm/common/user_error.h"
+
 namespace plm::config {
 
 /// Merged YAML mapping plus where each dotted key path was set ("file.yaml:12" or
@@ -22,8 +24,8 @@ struct Source {
 };
 
 /// Thrown for any error a user can cause; what() is one or more lines, each one complete sentence.
-struct ConfigError : std::runtime_error {
-  explicit ConfigError(const std::string& what) : std::runtime_error(what) {}
+struct ConfigError : UserError {
+  explicit ConfigError(const std::string& what) : UserError(what) {}
 };
 
 /// Reads `path` and resolves its `include:` key (a file name or a list of them) recursively. Included

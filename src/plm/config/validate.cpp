@@ -107,8 +107,6 @@ void check_optim(const OptimArgs& o, Checker& c) {
   c.require(o.lr_min_ratio >= 0 && o.lr_min_ratio <= 1, "optim.lr_min_ratio", "must be in [0, 1]");
   c.require(o.cycle_length > 0, "optim.cycle_length", "must be positive");
   c.require(o.decay_fraction >= 0 && o.decay_fraction <= 1, "optim.decay_fraction", "must be in [0, 1]");
-  c.one_of(o.loss_normalization, "optim.loss_normalization", {"reference", "global_tokens"});
-  c.one_of(o.nan_policy, "optim.nan_policy", {"abort", "skip"});
 }
 
 void check_distributed(const DistributedArgs& d, Checker& c) {
@@ -116,9 +114,6 @@ void check_distributed(const DistributedArgs& d, Checker& c) {
   c.at_least<int64_t>(d.dp_replicate, 1, "distributed.dp_replicate");
   c.require(d.tp_size == 1, "distributed.tp_size",
             "must be 1: tensor parallelism is not supported (PLM's recipes use 1; shard with fsdp_type full_shard)");
-  c.one_of(d.fsdp_type, "distributed.fsdp_type", {"no_shard", "full_shard"});
-  c.one_of(d.device, "distributed.device", {"auto", "cpu", "cuda"});
-  c.one_of(d.model_dtype, "distributed.model_dtype", {"bf16", "fp16", "fp32"});
   c.at_least<int64_t>(d.timeout_s, 1, "distributed.timeout_s");
 }
 

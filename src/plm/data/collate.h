@@ -1,4 +1,4 @@
-// Batching processed samples exactly as PLM's MllmPaddingCollator (plm-spec 3.3).
+// Batching processed samples exactly as PLM's MllmPaddingCollator (docs/reference.md 3.3).
 #pragma once
 
 #include <ATen/ATen.h>

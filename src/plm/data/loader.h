@@ -30,6 +30,9 @@ struct LoaderOptions {
 /// Why samples were skipped, per dataset: counts[dataset][reason].
 using SkipCounts = std::map<std::string, std::map<std::string, int64_t>>;
 
+/// This rank's batches of the global sample stream: owns the worker threads, which read, preprocess and collate the
+/// rank's slots in parallel into a bounded prefetch, and hands the batches out in stream order. Its state (the
+/// position in the global stream) resumes exactly, also with another number of ranks or workers.
 class DataLoader {
  public:
   /// Opens every dataset of `mix` (building row indexes) and starts the workers at `start` (a state from

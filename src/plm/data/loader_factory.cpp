@@ -1,17 +1,17 @@
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 
 #include "plm/config/source.h"
 
 namespace plm::data {
 
-std::unique_ptr<DataLoader> Pipeline::loader(const std::string& state) const {
+std::unique_ptr<DataLoader> LoaderFactory::loader(const std::string& state) const {
   return std::make_unique<DataLoader>(mix, preprocess, options, state);
 }
 
-Pipeline make_pipeline(const config::TrainArgs& args, int64_t rank, int64_t world_size) {
+LoaderFactory make_loader_factory(const config::TrainArgs& args, int64_t rank, int64_t world_size) {
   if (!args.data.tokenizer_path)
     throw config::ConfigError("data.tokenizer_path is not set: the data pipeline needs a tokenizer.");
-  Pipeline p;
+  LoaderFactory p;
   p.tokenizer = text::load_tokenizer(*args.data.tokenizer_path);
   p.preprocess = std::make_shared<Preprocessor>(p.tokenizer, PreprocessOptions::from(args));
   p.mix = resolve_datamix(args.data.datamix, load_registry(args.data.registry), args.data.registry);

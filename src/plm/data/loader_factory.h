@@ -1,4 +1,5 @@
-// Everything the data loader needs, built from a run's configuration: tokenizer, datamix, preprocessing.
+// Everything a data loader needs, resolved once from a run's configuration (tokenizer, datamix, preprocessing, loader
+// options), from which the run makes its loaders: training's, and a fresh one for each validation.
 #pragma once
 
 #include <memory>
@@ -8,7 +9,8 @@
 
 namespace plm::data {
 
-struct Pipeline {
+/// What a loader is made from; loader() makes one.
+struct LoaderFactory {
   std::shared_ptr<const text::Tokenizer> tokenizer;
   std::shared_ptr<const Preprocessor> preprocess;
   std::vector<MixEntry> mix;
@@ -21,6 +23,6 @@ struct Pipeline {
 /// Reads data.tokenizer_path, data.registry and data.datamix and gathers the preprocessing and loader settings
 /// (seed: data.seed; workers: data.num_workers or 2; padding id: the tokenizer's <|end_of_text|>). Throws
 /// config::ConfigError or text::TokenizerError naming what is wrong.
-Pipeline make_pipeline(const config::TrainArgs& args, int64_t rank = 0, int64_t world_size = 1);
+LoaderFactory make_loader_factory(const config::TrainArgs& args, int64_t rank = 0, int64_t world_size = 1);
 
 }  // namespace plm::data

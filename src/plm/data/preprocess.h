@@ -1,5 +1,5 @@
 // One sample from its JSON fields to token ids, loss positions and pixels (PLM's VisionPreprocessor and
-// PLMTokenizer.__call__, plm-spec 2, 3.3, 4.1, 4.4, 4.5).
+// PLMTokenizer.__call__, docs/reference.md 2, 3.3, 4.1, 4.4, 4.5).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -49,9 +49,11 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
-  std::string id;                     // "dataset#row" (set by the loader), for messages about the sample
+  std::string id;  // "dataset#row" (set by the loader), for messages about the sample
 };
 
+/// A Sample's way into the model (PLM's VisionPreprocessor + PLMTokenizer): holds the tokenizer and the image and
+/// video settings; loads and transforms the sample's media and tokenises its dialog into a ProcessedSample.
 class Preprocessor {
  public:
   /// `tokenizer` must have "<|image|>" (PLM's templates write it); throws TokenizerError otherwise.

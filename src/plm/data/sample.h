@@ -1,4 +1,4 @@
-// One line of a PLM JSONL dataset (plm-spec 4.1), parsed and checked, before any media is read.
+// One line of a PLM JSONL dataset (docs/reference.md 4.1), parsed and checked, before any media is read.
 #pragma once
 
 #include <array>

@@ -1,4 +1,4 @@
-// The global sample stream (architecture.md, "the data stream is a function of (seed, global sample index)").
+// The global sample stream (docs/ARCHITECTURE.md "Data": the data stream is a function of (seed, global sample index)).
 //
 // Slot j of the stream is the j-th sample of training, counted over all ranks. Its dataset is drawn from the
 // datamix weights by a hash of (seed, j); its row is that dataset's next row in file order (cycling: one pass is an

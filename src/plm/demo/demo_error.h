@@ -5,10 +5,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "plm/common/user_error.h"
+
 namespace plm::demo {
 
-struct DemoError : std::runtime_error {
-  explicit DemoError(const std::string& what) : std::runtime_error(what) {}
+struct DemoError : UserError {
+  explicit DemoError(const std::string& what) : UserError(what) {}
 };
 
 }  // namespace plm::demo

@@ -107,7 +107,8 @@ Json position_mcq(SampleContext& ctx) {
                     write_scene(ctx, shapes));
 }
 
-// PLM's image-region form (spec 4.1): the box is given in pixels as [x, y, w, h] and appears in the text as
+// PLM's image-region form (docs/reference.md 4.1): the box is given in pixels as [x, y, w, h] and appears in the text
+// as
 // <|bbox0|>, which preprocessing replaces with "[x1,y1,x2,y2]" in thousandths of the image size.
 Json region_colour(SampleContext& ctx) {
   const auto shapes = scene(ctx.rng, ctx.rng.between(2, 3), true, false);

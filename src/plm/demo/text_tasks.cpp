@@ -1,4 +1,5 @@
-// Text-only tasks: no media, so PLM runs its placeholder image through the vision tower and drops it (spec 2).
+// Text-only tasks: no media, so PLM runs its placeholder image through the vision tower and drops it (docs/reference.md
+// 2).
 #include "plm/demo/questions.h"
 
 namespace plm::demo {

@@ -7,7 +7,7 @@
 
 namespace plm::demo {
 
-/// The literals PLM's chat templates write (plm-spec 3.1/3.2): <|begin_of_text|>, <|end_of_text|>, <|image|>,
+/// The literals PLM's chat templates write (docs/reference.md 3.1/3.2): <|begin_of_text|>, <|end_of_text|>, <|image|>,
 /// <|start_header_id|>, <|end_header_id|>, <|eot_id|>. Each becomes one piece of the model.
 const std::vector<std::string>& plm_special_tokens();
 

@@ -1,4 +1,4 @@
-// Video tasks: 16 frames of 56x56 at 8 fps (2 s), so PLM's sampler (plm-spec 4.5: fewer 1-fps candidates than
+// Video tasks: 16 frames of 56x56 at 8 fps (2 s), so PLM's sampler (docs/reference.md 4.5: fewer 1-fps candidates than
 // max_video_frames, so all frames of the clip) keeps every frame when max_video_frames >= 16, and the frame
 // numbers in questions and answers are the sampled frames' numbers, as PLM-VideoBench's are.
 #include <algorithm>
@@ -128,8 +128,8 @@ Json rtloc(SampleContext& ctx) {
   return with_video(rtloc_sample(ctx, human, start, end, kVideoFrames), write_clip(ctx, tracks));
 }
 
-// PLM's video-region form (spec 4.1/4.5): `bbox_map` gives, per frame, a box that preprocessing draws in red on
-// the frames. Three drifting shapes in green, blue and yellow (never red, the box's colour).
+// PLM's video-region form (docs/reference.md 4.1/4.5): `bbox_map` gives, per frame, a box that preprocessing draws in
+// red on the frames. Three drifting shapes in green, blue and yellow (never red, the box's colour).
 Json region_video_mcq(SampleContext& ctx) {
   const std::vector<int> quadrants = ctx.rng.distinct(4, 3), order = ctx.rng.distinct(3, 3);
   const int target = ctx.rng.below(3), pad = 5, max = kTileSize - 1;

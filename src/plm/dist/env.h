@@ -1,4 +1,4 @@
-// The launch environment (plm-spec section 7): who this process is in the job and where the rendezvous is.
+// The launch environment (docs/reference.md 7): who this process is in the job and where the rendezvous is.
 // Three launchers, detected in PLM's order:
 //   torchrun / `plm launch`  LOCAL_RANK is set: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
 //   SLURM (srun)             SLURM_JOB_ID and SLURM_PROCID set, no LOCAL_RANK: SLURM_PROCID, SLURM_LOCALID,
@@ -15,11 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "plm/common/user_error.h"
+
 namespace plm::dist {
 
 /// A launch variable that is missing or malformed; the message names the variable and its value.
-struct LaunchEnvError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct LaunchEnvError : UserError {
+  using UserError::UserError;
 };
 
 enum class Launcher { single, torchrun, slurm };

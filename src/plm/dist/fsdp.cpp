@@ -15,7 +15,7 @@ namespace {
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct Unit {
-  ckpt::UnitLayout layout;
+  UnitLayout layout;
   std::vector<at::Tensor> parameters;  // the model's parameter tensors, in layout order
   at::Tensor shard;                    // fp32 leaf [S]
 };
@@ -26,13 +26,13 @@ struct ShardedModel::Impl : model::UnitRunner {
   model::PerceptionLMImpl* model = nullptr;
   World* world = nullptr;
   at::ScalarType compute = at::kFloat;
-  ckpt::ShardLayout layout;
+  ShardLayout layout;
   std::vector<Unit> units;
   std::map<std::string, size_t> index;
   Named shards;
   at::Tensor placeholder;  // what a parameter holds while its unit is not running
 
-  int64_t shard_len(const Unit& u) const { return ckpt::shard_length(u.layout.numel, world->size()); }
+  int64_t shard_len(const Unit& u) const { return shard_length(u.layout.numel, world->size()); }
 
   // Overlap (several ranks): the order in which units are used in forward and in backward is recorded during the
   // first micro-batch; from then on each use starts gathering the next unit of its pass before it computes
@@ -76,7 +76,7 @@ struct ShardedModel::Impl : model::UnitRunner {
   /// Makes the model's parameters of `u` views of its gathered buffer.
   void attach(Unit& u, const at::Tensor& full) {
     for (size_t i = 0; i < u.parameters.size(); ++i) {
-      const ckpt::FlatParameter& p = u.layout.parameters[i];
+      const FlatParameter& p = u.layout.parameters[i];
       u.parameters[i].set_data(full.narrow(0, p.offset, p.numel).view(p.shape));
     }
   }
@@ -137,7 +137,7 @@ struct ShardedModel::Impl : model::UnitRunner {
   }
 
   /// Empties the unit's parameters and frees the gathered buffer now (the backend's finished work may still hold a
-  /// reference to it for a while: fsdp-notes.md pitfall 7).
+  /// reference to it for a while: docs/ARCHITECTURE.md, sharding pitfall 7).
   void release(Unit& u, at::Tensor& full) {
     for (at::Tensor& p : u.parameters) p.set_data(placeholder);
     free_buffer(u, full);
@@ -156,7 +156,7 @@ struct ShardedModel::Impl : model::UnitRunner {
     for (size_t i = 0; i < u.parameters.size(); ++i) {
       at::Tensor& p = u.parameters[i];
       if (!p.grad().defined()) continue;
-      const ckpt::FlatParameter& f = u.layout.parameters[i];
+      const FlatParameter& f = u.layout.parameters[i];
       flat.narrow(0, f.offset, f.numel).copy_(p.grad().reshape({-1}));
       p.mutable_grad().reset();
     }
@@ -222,7 +222,8 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
     at::Tensor input = x.is_floating_point() ? x.detach().requires_grad_(input_grad) : x;
     at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::backward, unit);
     {
-      at::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off (fsdp-notes.md pitfall 1)
+      at::AutoGradMode grad_mode(
+          true);  // the engine runs backward with grad mode off (docs/ARCHITECTURE.md, sharding pitfall 1)
       at::Tensor y = call->fn(input);
       if (y.requires_grad() && grad_out[0].defined()) torch::autograd::backward({y}, {grad_out[0]});
     }
@@ -303,7 +304,7 @@ void ShardedModel::finish_gradients() {
   impl_->finish_reduction();
 }
 
-const ckpt::ShardLayout& ShardedModel::layout() const {
+const ShardLayout& ShardedModel::layout() const {
   return impl_->layout;
 }
 
@@ -325,7 +326,7 @@ std::vector<at::Tensor> ShardedModel::matrix_masks() const {
     if (!u.layout.trainable) continue;
     const int64_t s = m.shard_len(u);
     at::Tensor mask = at::zeros({s * m.world->size()}, u.shard.options().requires_grad(false));
-    for (const ckpt::FlatParameter& p : u.layout.parameters)
+    for (const FlatParameter& p : u.layout.parameters)
       if (p.shape.size() >= 2) mask.narrow(0, p.offset, p.numel).fill_(1);
     out.push_back(mask.narrow(0, m.world->rank() * s, s).clone());
   }
@@ -339,7 +340,7 @@ std::vector<std::pair<std::string, at::Tensor>> ShardedModel::full_parameters() 
     at::Tensor full = at::empty({m.shard_len(u) * m.world->size()}, u.shard.options().requires_grad(false));
     m.world->all_gather_into_tensor(full, u.shard.detach());
     full = full.cpu();
-    for (const ckpt::FlatParameter& p : u.layout.parameters)
+    for (const FlatParameter& p : u.layout.parameters)
       out.emplace_back(p.name, full.narrow(0, p.offset, p.numel).view(p.shape).clone());
   }
   return out;

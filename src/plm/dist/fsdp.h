@@ -1,7 +1,7 @@
-// Fully sharded data parallel (architecture.md "Sharding", fsdp-notes.md; PLM trains with FSDP2 full_shard,
-// plm-spec 5.4). Each unit of the model (model/units.h) keeps its parameters as one flat fp32 buffer padded to a
-// multiple of the world size, of which this rank holds only its shard (ckpt/sharded.h has the layout). The model's
-// own parameter tensors stay empty except while their unit runs:
+// Fully sharded data parallel (docs/ARCHITECTURE.md "Distributed" and its sharding pitfalls; PLM trains with FSDP2
+// full_shard, docs/reference.md 5.4). Each unit of the model (model/units.h) keeps its parameters as one flat fp32
+// buffer padded to a multiple of the world size, of which this rank holds only its shard (dist/flat_layout.h has the
+// layout). The model's own parameter tensors stay empty except while their unit runs:
 //   forward:  all-gather the unit's shards in the compute dtype, run the unit without recording autograd, keep only
 //             its input, free the gathered parameters;
 //   backward: all-gather again, run the unit again with autograd, back-propagate through it, reduce-scatter (sum)
@@ -9,8 +9,8 @@
 // This is full activation checkpointing and sharding in one autograd function per unit use; the optimizer updates
 // the shards (only their AdamW state exists on this rank). Frozen units are gathered but never reduced.
 //
-// Collective order: every rank must run the same units in the same order (fsdp-notes.md pitfall 9), so every
-// rank runs the vision tower on every micro-batch (the trainer gives text-only batches a dummy tile) and every
+// Collective order: every rank must run the same units in the same order (docs/ARCHITECTURE.md, sharding pitfall 9), so
+// every rank runs the vision tower on every micro-batch (the trainer gives text-only batches a dummy tile) and every
 // micro-batch backward, even one without loss tokens.
 // With one rank the gathers are copies (or, in fp32, views of the shard itself) and nothing is reduced. With several,
 // communication overlaps computation: each unit use prefetches the next unit's gather (in the order recorded during
@@ -26,12 +26,15 @@
 #include <utility>
 #include <vector>
 
-#include "plm/ckpt/sharded.h"
+#include "plm/dist/flat_layout.h"
 #include "plm/dist/process_group.h"
 #include "plm/model/perception_lm.h"
 
 namespace plm::dist {
 
+/// A model's parameters fully sharded over the ranks of a World (above): owns this rank's flat fp32 shard of every
+/// unit and the unit runner installed in the model, which gathers, runs, frees and reduces each unit as it is used.
+/// The model keeps its module structure; its parameter tensors are empty except while their unit runs.
 class ShardedModel {
  public:
   /// Shards `model`, whose fp32 parameters must be identical on every rank (same seed or the same checkpoint) and
@@ -45,7 +48,7 @@ class ShardedModel {
   ShardedModel& operator=(const ShardedModel&) = delete;
 
   /// The units' layout (world size, names, parameters), identical on every rank.
-  const ckpt::ShardLayout& layout() const;
+  const ShardLayout& layout() const;
 
   /// (unit name, this rank's fp32 shard) for every unit, in layout order. A shard's .grad holds the summed
   /// gradient of the ranks' losses.

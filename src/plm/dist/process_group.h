@@ -1,9 +1,9 @@
-// The ranks of one job and the collectives between them (architecture.md "Sharding" and "Launch").
+// The ranks of one job and the collectives between them (docs/ARCHITECTURE.md "Distributed").
 // A World joins the rendezvous described by a LaunchEnv (c10d TCPStore on MASTER_ADDR:MASTER_PORT, hosted by rank 0)
 // and runs collectives through c10d: Gloo for CPU tensors, NCCL for CUDA tensors (PLM_CUDA builds).
 //
-// Every rank must issue the same collectives, with the same sizes, in the same order (fsdp-notes.md pitfall 9:
-// Gloo aborts the process on a size mismatch and same-sized collectives silently swap data).
+// Every rank must issue the same collectives, with the same sizes, in the same order (docs/ARCHITECTURE.md, sharding
+// pitfall 9: Gloo aborts the process on a size mismatch and same-sized collectives silently swap data).
 //
 // Failure contract: each collective waits at most `timeout`. When it fails (a peer died, or did not answer in time)
 // the call throws DistError naming the operation and the ranks that stopped sending heartbeats, e.g.
@@ -115,7 +115,8 @@ class World {
 };
 
 /// The shard length of a flat buffer of `numel` elements zero-padded to a multiple of `world_size`:
-/// ceil(numel / world_size). The padding is world_size * shard_numel - numel (fsdp-notes.md pitfall 10).
+/// ceil(numel / world_size). The padding is world_size * shard_numel - numel (docs/ARCHITECTURE.md, sharding pitfall
+/// 10).
 int64_t shard_numel(int64_t numel, int world_size);
 
 }  // namespace plm::dist

@@ -167,7 +167,7 @@ EvalSample parse_eval_sample(const std::string& line, const EvalDataset& dataset
     std::string value = turns[i].value;
     if (!boxes.empty()) {
       try {
-        value = text::substitute_regions(value, boxes);  // as training's preprocessing does (spec 4.1)
+        value = text::substitute_regions(value, boxes);  // as training's preprocessing does (docs/reference.md 4.1)
       } catch (const std::out_of_range& e) {
         throw data::SampleError("bbox_error", origin + ": " + e.what());
       }

@@ -1,6 +1,6 @@
-// One benchmark sample read from a PLM JSONL line (plm-spec.md 4.1, 9): the prompt the model answers (question and
-// media) and what its answer is scored against. The fields are those of the demo dataset (docs/demo.md
-// "Evaluation fields") and PLM-VideoBench's (FGQA qa_uid, RTLoc/RDCap frames, SGQA/RCap judge inputs).
+// One benchmark sample read from a PLM JSONL line (docs/reference.md 4.1, 9): the prompt the model answers (question
+// and media) and what its answer is scored against. The fields are those of the demo dataset (docs/demo.md "Evaluation
+// fields") and PLM-VideoBench's (FGQA qa_uid, RTLoc/RDCap frames, SGQA/RCap judge inputs).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Predictions for an external LLM judge: PLM-VideoBench SGQA and RCap are scored by Llama-3.3-70B-Instruct
-// (plm-spec.md section 9), which this library does not run. It writes one JSON object per line instead.
+// (docs/reference.md 9), which this library does not run. It writes one JSON object per line instead.
 #pragma once
 
 #include <ostream>

@@ -1,10 +1,10 @@
-// Multiple-choice scoring: plain accuracy and PLM-VideoBench FGQA's multi-binary accuracy (plm-spec.md section 9).
+// Multiple-choice scoring: plain accuracy and PLM-VideoBench FGQA's multi-binary accuracy (docs/reference.md 9).
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include "plm/eval/metrics.h"
+#include "plm/eval/results.h"
 
 namespace plm::eval {
 

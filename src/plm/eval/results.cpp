@@ -1,4 +1,4 @@
-#include "plm/eval/metrics.h"
+#include "plm/eval/results.h"
 
 #include <algorithm>
 #include <cstdio>

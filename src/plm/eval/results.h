@@ -1,4 +1,4 @@
-// Benchmark results: one TaskResult per task, reported as JSON and as a fixed-width table (plm-spec.md section 9).
+// Benchmark results: one TaskResult per task, reported as JSON and as a fixed-width table (docs/reference.md 9).
 #pragma once
 
 #include <cstdint>

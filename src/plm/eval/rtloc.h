@@ -1,4 +1,4 @@
-// PLM-VideoBench RTLoc: region temporal localisation scored by recall at IoU thresholds (plm-spec.md section 9;
+// PLM-VideoBench RTLoc: region temporal localisation scored by recall at IoU thresholds (docs/reference.md 9;
 // lmms-eval tasks/plm_videobench/rtloc/rtloc_utils.py).
 #pragma once
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "plm/eval/metrics.h"
+#include "plm/eval/results.h"
 
 namespace plm::eval {
 

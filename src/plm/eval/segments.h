@@ -1,5 +1,5 @@
 // Temporal segments in model answers: RTLoc's "[a, b]" and RDCap's "[start, end]: description" lines
-// (plm-spec.md section 9; lmms-eval tasks/plm_videobench rtloc_utils.py and eval_utils.py).
+// (docs/reference.md 9; lmms-eval tasks/plm_videobench rtloc_utils.py and eval_utils.py).
 #pragma once
 
 #include <optional>

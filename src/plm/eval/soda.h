@@ -1,13 +1,13 @@
 // SODA_c for PLM-VideoBench RDCap (region dense captioning): caption similarity times temporal IoU, matched in
 // order by dynamic programming (Fujita et al., ECCV 2020, github.com/fujiso/SODA; as lmms-eval's plm_videobench
-// rdcap_utils.py and eval_utils.py apply it; plm-spec.md section 9).
+// rdcap_utils.py and eval_utils.py apply it; docs/reference.md 9).
 #pragma once
 
 #include <functional>
 #include <string>
 #include <vector>
 
-#include "plm/eval/metrics.h"
+#include "plm/eval/results.h"
 #include "plm/eval/segments.h"
 
 namespace plm::eval {

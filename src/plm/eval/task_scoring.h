@@ -1,5 +1,5 @@
 // Scoring one task's predictions by the samples' answer type with the metric library (multiple_choice.h, rtloc.h,
-// soda.h, answer_matching.h, judge_records.h; plm-spec.md section 9).
+// soda.h, answer_matching.h, judge_records.h; docs/reference.md 9).
 #pragma once
 
 #include <optional>
@@ -8,7 +8,7 @@
 
 #include "plm/eval/eval_sample.h"
 #include "plm/eval/judge_records.h"
-#include "plm/eval/metrics.h"
+#include "plm/eval/results.h"
 
 namespace plm::eval {
 

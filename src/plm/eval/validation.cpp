@@ -49,7 +49,7 @@ std::string ValidationLoss::to_json() const {
   return j.dump();
 }
 
-std::optional<data::Pipeline> validation_pipeline(const config::TrainArgs& args) {
+std::optional<data::LoaderFactory> validation_loaders(const config::TrainArgs& args) {
   if (args.data.val_datamix.empty()) return std::nullopt;
   if (args.data.val_max_batches < 1)
     throw config::ConfigError("data.val_max_batches is " + std::to_string(args.data.val_max_batches) +
@@ -57,22 +57,11 @@ std::optional<data::Pipeline> validation_pipeline(const config::TrainArgs& args)
   config::TrainArgs val = args;
   val.data.datamix = args.data.val_datamix;
   try {
-    return data::make_pipeline(val);
+    return data::make_loader_factory(val);
   } catch (const config::ConfigError& e) {  // resolve_datamix names data.datamix
     const std::string what = e.what(), key = "data.datamix";
     throw config::ConfigError(what.rfind(key, 0) == 0 ? "data.val_datamix" + what.substr(key.size()) : what);
   }
-}
-
-model::ModelInputs model_inputs(const model::PerceptionLMImpl& model, const data::Batch& batch, at::Device device) {
-  model::ModelInputs in;
-  in.tokens = batch.input_ids.to(device);
-  if (model.vision_model && batch.images.defined()) {
-    in.images = batch.images.to(device);  // embed() casts the pixels to the parameters' dtype
-    in.image_mask = (batch.image_pos_index >= 0).to(device);
-    in.chunk_has_text = batch.chunk_has_text.to(device);
-  }
-  return in;
 }
 
 ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader& loader, int64_t max_batches) {
@@ -100,7 +89,7 @@ ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader&
       const int64_t n = part.loss_mask.sum().item<int64_t>();
       if (n == 0) continue;  // the mean over no tokens is NaN; such rows carry no weight
       const double loss =
-          model.loss(model_inputs(model, part, device), part.labels.to(device), part.loss_mask.to(device))
+          model.loss(model::model_inputs(model, part, device), part.labels.to(device), part.loss_mask.to(device))
               .item<double>();
       sums[dataset] += loss * static_cast<double>(n);
       out.dataset_tokens[dataset] += n;
@@ -117,8 +106,9 @@ ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader&
   return out;
 }
 
-ValidationLoss validation_loss(model::PerceptionLMImpl& model, const data::Pipeline& pipeline, int64_t max_batches) {
-  const std::unique_ptr<data::DataLoader> loader = pipeline.loader();
+ValidationLoss validation_loss(model::PerceptionLMImpl& model, const data::LoaderFactory& loaders,
+                               int64_t max_batches) {
+  const std::unique_ptr<data::DataLoader> loader = loaders.loader();
   return validation_loss(model, *loader, max_batches);
 }
 

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 #include "plm/model/perception_lm.h"
 
 namespace plm::eval {
@@ -26,14 +26,10 @@ struct ValidationLoss {
   std::string to_json() const;
 };
 
-/// The pipeline of data.val_datamix (resolved against data.registry, with the training run's tokenizer,
+/// The loaders of data.val_datamix (resolved against data.registry, with the training run's tokenizer,
 /// preprocessing and batch size), or nullopt when val_datamix is empty. Throws config::ConfigError naming
 /// data.val_datamix or data.val_max_batches (< 1).
-std::optional<data::Pipeline> validation_pipeline(const config::TrainArgs& args);
-
-/// What the model reads for `batch` on `device`: tokens, and (when the model has a vision tower) the pixels,
-/// image-token mask and text-only chunk flags.
-model::ModelInputs model_inputs(const model::PerceptionLMImpl& model, const data::Batch& batch, at::Device device);
+std::optional<data::LoaderFactory> validation_loaders(const config::TrainArgs& args);
 
 /// Reads `max_batches` batches (>= 1) from `loader` and computes the loss on each in eval mode without autograd,
 /// on the device and in the dtype of the model's parameters. Rows of different datasets go through the model in
@@ -41,7 +37,7 @@ model::ModelInputs model_inputs(const model::PerceptionLMImpl& model, const data
 /// model::loss; a batch or group without loss tokens is skipped. The model's training mode is restored.
 ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader& loader, int64_t max_batches);
 
-/// The same over a fresh loader of `pipeline` started at its beginning, so repeated calls see the same batches.
-ValidationLoss validation_loss(model::PerceptionLMImpl& model, const data::Pipeline& pipeline, int64_t max_batches);
+/// The same over a fresh loader of `loaders` started at its beginning, so repeated calls see the same batches.
+ValidationLoss validation_loss(model::PerceptionLMImpl& model, const data::LoaderFactory& loaders, int64_t max_batches);
 
 }  // namespace plm::eval

@@ -24,8 +24,8 @@ at::Tensor to_tensor(const std::vector<text::TokenId>& ids) {
 
 }  // namespace
 
-void GenerateOptions::validate() const {
-  sampling.validate();
+void GenerateOptions::check() const {
+  sampling.check();
   if (max_gen_len < 1)
     throw GenerateError("bad_option", "--max-gen-len must be at least 1, got " + std::to_string(max_gen_len) + ".");
   for (const auto& s : until)
@@ -76,7 +76,7 @@ Generator::Generator(model::PerceptionLM model, PromptEncoder prompts, GenerateO
       options_(std::move(options)),
       image_id_(prompts_.tokenizer().special_id("<|image|>")),
       rng_(at::make_generator<at::CPUGeneratorImpl>(options_.seed)) {
-  options_.validate();
+  options_.check();
   for (const char* literal : {"<|eot_id|>", "<|end_of_text|>"})
     if (const text::TokenId id = prompts_.tokenizer().special_id(literal); id >= 0) stop_ids_.push_back(id);
   if (stop_ids_.empty())
@@ -133,7 +133,7 @@ GenerateResult Generator::generate(const std::vector<PreparedPrompt>& prompts) {
 
   // Prefill: each row's logits at its last prompt token.
   const at::Tensor row = at::arange(rows, lengths.options());
-  at::Tensor hidden = forward_cached(m, embed(batch), model::CachedStep::prefill(rope, rows, longest), cache);
+  at::Tensor hidden = m.hidden_cached(embed(batch), model::CachedStep::prefill(rope, rows, longest), cache.layers());
   at::Tensor logits = at::linear(hidden.index({row, lengths - 1}), m.output_weight());
 
   result.generations.resize(prompts.size());
@@ -164,7 +164,7 @@ GenerateResult Generator::generate(const std::vector<PreparedPrompt>& prompts) {
     const at::Tensor positions = (lengths + t).unsqueeze(1);
     model::ModelInputs step_in;
     step_in.tokens = next.to(device).unsqueeze(1);
-    hidden = forward_cached(m, m.embed(step_in), model::CachedStep::at(rope, positions), cache);
+    hidden = m.hidden_cached(m.embed(step_in), model::CachedStep::at(rope, positions), cache.layers());
     logits = at::linear(hidden.select(1, 0), m.output_weight());
     ++result.timing.decode_steps;
   }
@@ -203,8 +203,9 @@ std::vector<ContinuationScore> Generator::score(const PreparedPrompt& prompt,
   const int64_t length = batch.tokens.size(1), n = static_cast<int64_t>(continuations.size());
   KVCache prompt_cache(m, 1, length + longest);
   const model::RopeTable rope = rope_table(m, prompt_cache.capacity());
-  const at::Tensor last = forward_cached(m, embed(batch), model::CachedStep::prefill(rope, 1, length), prompt_cache)
-                              .select(1, length - 1);  // [1, dim]
+  const at::Tensor last =
+      m.hidden_cached(embed(batch), model::CachedStep::prefill(rope, 1, length), prompt_cache.layers())
+          .select(1, length - 1);  // [1, dim]
   // All continuations at once: positions length..length+longest-1 on copies of the prompt's cache.
   KVCache cache = prompt_cache.select_rows(at::zeros({n}, at::TensorOptions(at::kLong).device(device)));
   std::vector<PreparedPrompt> rows;
@@ -212,7 +213,7 @@ std::vector<ContinuationScore> Generator::score(const PreparedPrompt& prompt,
   model::ModelInputs in;
   in.tokens = make_batch(rows, 0).tokens.to(device);
   const at::Tensor positions = (at::arange(longest, in.tokens.options()) + length).unsqueeze(0).expand({n, longest});
-  const at::Tensor hidden = forward_cached(m, m.embed(in), model::CachedStep::at(rope, positions), cache);
+  const at::Tensor hidden = m.hidden_cached(m.embed(in), model::CachedStep::at(rope, positions), cache.layers());
   // Row i, token k is predicted by the prompt's last position (k = 0) or by continuation position k - 1.
   const at::Tensor h = at::cat({last.unsqueeze(0).expand({n, 1, last.size(-1)}), hidden.narrow(1, 0, longest - 1)}, 1);
   const at::Tensor logprobs =

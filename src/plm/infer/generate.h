@@ -1,9 +1,10 @@
-// Batched generation and continuation scoring with a KV cache (plm-spec 8), the C++ counterpart of PLM's
+// Batched generation and continuation scoring with a KV cache (docs/reference.md 8), the C++ counterpart of PLM's
 // PackedCausalTransformerGenerator, used by `plm generate`, `plm eval` and the demo.
 //
 // Batching. PLM packs prompts into one row with a plain causal prefill mask, which is only correct for a single
-// prompt (spec 8, 11.10). Here prompts of different lengths are RIGHT-padded into a [B, max L] batch: row b's
-// tokens sit at positions (= cache slots) 0..L_b-1 and its generated tokens continue at L_b, L_b+1, ... So
+// prompt (docs/reference.md 8 and 11 item 10). Here prompts of different lengths are RIGHT-padded into a [B, max L]
+// batch: row b's tokens sit at positions (= cache slots) 0..L_b-1 and its generated tokens continue at L_b, L_b+1, ...
+// So
 //  - RoPE positions are each prompt's own 0..L-1, exactly as for the prompt alone;
 //  - the prefill is plain causal attention: a real token never sees the padding, which only follows it;
 //  - a decode step writes row b's token at slot L_b+t and lets it read slots 0..L_b+t of row b (a per-row mask,
@@ -31,7 +32,7 @@ struct GenerateOptions {
                       // same prompts in the same calls on a new Generator reproduce the same tokens
 
   /// Throws GenerateError ("bad_option") naming the option.
-  void validate() const;
+  void check() const;
 };
 
 enum class StopReason { stop_token, stop_string, max_gen_len };
@@ -78,6 +79,8 @@ struct PromptBatch {
 };
 PromptBatch make_batch(const std::vector<PreparedPrompt>& prompts, text::TokenId pad_id);
 
+/// Answers prompts with a model: holds the model, the prompt encoder (tokenizer + media preprocessing) and the
+/// decoding options; each call prefills a batch into a fresh KVCache and decodes until every row stops.
 class Generator {
  public:
   /// `model` is used as it is (dtype, device; call eval() first). Throws GenerateError for bad options and when

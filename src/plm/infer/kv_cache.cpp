@@ -18,14 +18,6 @@ KVCache KVCache::select_rows(const at::Tensor& rows) const {
   return out;
 }
 
-at::Tensor forward_cached(const model::PerceptionLMImpl& model, at::Tensor x, const model::CachedStep& step,
-                          KVCache& cache) {
-  size_t i = 0;
-  for (const auto& layer : *model.layers)
-    x = layer->as<model::TransformerBlockImpl>()->forward_cached(x, step, cache.layer(i++));
-  return model.norm->forward(x);
-}
-
 model::RopeTable rope_table(const model::PerceptionLMImpl& model, int64_t capacity) {
   // Built on the CPU (decoder_rope's arange is a CPU tensor), then moved: the same fp32 values on any device.
   const model::RopeTable t = model::decoder_rope(model.rope_frequencies.cpu(), capacity);

@@ -1,4 +1,5 @@
-// The KV cache of generation (plm-spec 8 "KV cache") and the decoder stack run through it.
+// The KV cache of generation (docs/reference.md 8 "KV cache"); PerceptionLMImpl::hidden_cached runs the decoder through
+// it.
 //
 // Layout: per layer, K and V of shape [B, Hkv, capacity, hd] in the model's parameter dtype (bf16 or fp32), keys
 // stored after RoPE, GQA heads un-repeated (SDPA's enable_gqa repeats them at read time). Rows are right-padded:
@@ -12,6 +13,7 @@
 
 namespace plm::infer {
 
+/// The keys and values of every decoder block for a batch of rows being generated (layout above); owns the tensors.
 class KVCache {
  public:
   /// Zeroed K/V for `batch` rows of `capacity` positions, in the dtype and on the device of `model`'s parameters.
@@ -20,6 +22,8 @@ class KVCache {
   int64_t batch() const { return layers_.front().k.size(0); }
   int64_t capacity() const { return layers_.front().k.size(2); }
   model::KVCacheLayer& layer(size_t i) { return layers_.at(i); }
+  /// One entry per decoder block, for PerceptionLMImpl::hidden_cached.
+  std::vector<model::KVCacheLayer>& layers() { return layers_; }
 
   /// A new cache whose row r is a copy of row rows[r] of this one (rows: int64 [R] on the cache's device); used to
   /// continue one prefilled prompt in several ways (scoring).
@@ -29,12 +33,6 @@ class KVCache {
   KVCache() = default;
   std::vector<model::KVCacheLayer> layers_;
 };
-
-/// Runs the decoder stack on one cached step: x [B, S, dim] (PerceptionLMImpl::embed's output for the step's
-/// tokens) through every TransformerBlock's cached path, then `norm`. Returns hidden states [B, S, dim]; the
-/// caller applies the output layer only where it needs logits. Call under at::InferenceMode.
-at::Tensor forward_cached(const model::PerceptionLMImpl& model, at::Tensor x, const model::CachedStep& step,
-                          KVCache& cache);
 
 /// The decoder's RoPE table for positions 0..capacity-1 (model/rope.h), on `model`'s device.
 model::RopeTable rope_table(const model::PerceptionLMImpl& model, int64_t capacity);

@@ -53,7 +53,7 @@ data::SampleMedia PromptEncoder::load_media(const Prompt& prompt) const {
 }
 
 PreparedPrompt PromptEncoder::encode(const std::string& question, const data::SampleMedia& media) const {
-  // Text only: no placeholder image at inference (spec 8), unlike training.
+  // Text only: no placeholder image at inference (docs/reference.md 8), unlike training.
   const at::Tensor pixels = media.type == text::MediaType::text ? at::Tensor() : media.pixels;
   const int64_t chunks = pixels.defined() ? pixels.size(0) : 0;
   const std::string prompt = text::generation_prompt(text::ConversationFormat::named(options().conversation_format),

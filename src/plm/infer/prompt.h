@@ -1,6 +1,6 @@
-// From a user's question and media to what the model reads (plm-spec 8 "Loading" and "Preprocessing"): the
-// checkpoint's inference settings, the plm_sft generation prompt (spec 3.2) and the training media preprocessing
-// (data::Preprocessor::load_media: tiling per vision_input_type / max_num_tiles, video frames per
+// From a user's question and media to what the model reads (docs/reference.md 8 "Loading" and "Preprocessing"): the
+// checkpoint's inference settings, the plm_sft generation prompt (docs/reference.md 3.2) and the training media
+// preprocessing (data::Preprocessor::load_media: tiling per vision_input_type / max_num_tiles, video frames per
 // max_video_frames).
 #pragma once
 
@@ -14,7 +14,7 @@
 
 namespace plm::infer {
 
-/// A question and its media. `question` may place the media with "<image>" tags (spec 3.2: exactly one per
+/// A question and its media. `question` may place the media with "<image>" tags (docs/reference.md 3.2: exactly one per
 /// media chunk puts the image tokens there; otherwise tags are stripped and the tokens go before the question).
 struct Prompt {
   std::string question;
@@ -37,9 +37,9 @@ struct CheckpointSettings {
 /// For a checkpoint folder or a file in one: params.json's `data` section (tokenizer_path, vision_input_type,
 /// max_num_tiles, max_video_frames, image_res) with `model`'s patch size and pooling ratio, as PLM's generate.py
 /// uses them. The tokenizer is data.tokenizer_path if that path exists, else that path joined onto the checkpoint
-/// folder (spec 6.5); without one, the folder's tokenizer.model if present. A Hugging Face folder (no params.json)
-/// gets the defaults (vanilla tiles, 8 video frames) and no tokenizer. The conversation format is always plm_sft,
-/// as in PLM's generate.py. Throws ConfigError naming params.json for an unknown or mistyped data key.
+/// folder (docs/reference.md 6.5); without one, the folder's tokenizer.model if present. A Hugging Face folder (no
+/// params.json) gets the defaults (vanilla tiles, 8 video frames) and no tokenizer. The conversation format is always
+/// plm_sft, as in PLM's generate.py. Throws ConfigError naming params.json for an unknown or mistyped data key.
 CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const config::ModelArgs& model);
 
 /// Encodes prompts with a tokenizer and preprocessing options (plm_sft format).
@@ -53,7 +53,7 @@ class PromptEncoder {
   data::SampleMedia load_media(const Prompt& prompt) const;
 
   /// The generation prompt for `question` with already loaded `media` (so several questions can share it). Text-only
-  /// media contribute no pixels (the training placeholder image is not used at inference, spec 8).
+  /// media contribute no pixels (the training placeholder image is not used at inference, docs/reference.md 8).
   PreparedPrompt encode(const std::string& question, const data::SampleMedia& media) const;
 
   /// load_media + encode.

@@ -8,7 +8,7 @@
 
 namespace plm::infer {
 
-void SamplingOptions::validate() const {
+void SamplingOptions::check() const {
   if (!(temperature >= 0.0))
     throw GenerateError("bad_option",
                         "--temperature must be >= 0 (0 is greedy), got " + fmt::format("{}", temperature) + ".");

@@ -1,4 +1,4 @@
-// Choosing the next token from logits, as PLM's sample_tokens (plm-spec 8 "Sampling").
+// Choosing the next token from logits, as PLM's sample_tokens (docs/reference.md 8 "Sampling").
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,7 +16,7 @@ struct SamplingOptions {
 
   /// Throws GenerateError ("bad_option") naming the option for temperature < 0, top_p outside (0, 1] or
   /// top_k < 1.
-  void validate() const;
+  void check() const;
 };
 
 /// One token per row: logits [B, V] (any float dtype, any device) -> int64 [B] on the CPU. Sampling runs in fp32

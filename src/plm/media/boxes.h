@@ -1,4 +1,4 @@
-// Region boxes drawn onto video frames before resizing (plm-spec 4.5 step 6): torchvision's
+// Region boxes drawn onto video frames before resizing (docs/reference.md 4.5 step 6): torchvision's
 // `draw_bounding_boxes(frame, boxes, colors=(255, 0, 0), width=4)`, which draws through Pillow's
 // ImageDraw.rectangle, reproduced pixel for pixel.
 #pragma once

@@ -1,5 +1,5 @@
-// Pillow-compatible bicubic resizing (plm-spec.md 4.4 "PIL bicubic"): the resize torchvision applies to PIL images,
-// which the reference uses for the thumbnail and the tile canvas. Bit-identical to Pillow's Image.resize.
+// Pillow-compatible bicubic resizing (docs/reference.md 4.4 "PIL bicubic"): the resize torchvision applies to PIL
+// images, which the reference uses for the thumbnail and the tile canvas. Bit-identical to Pillow's Image.resize.
 #pragma once
 
 #include <ATen/ATen.h>

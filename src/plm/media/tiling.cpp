@@ -1,4 +1,4 @@
-// PLM's image transforms (core/transforms/image_transform.py), reimplemented from plm-spec.md 4.4.
+// PLM's image transforms (core/transforms/image_transform.py), reimplemented from docs/reference.md 4.4.
 #include "plm/media/tiling.h"
 
 #include <algorithm>

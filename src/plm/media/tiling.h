@@ -1,4 +1,4 @@
-// PLM's image transforms (plm-spec.md 4.4): `vanilla` (one squashed tile) and `thumb+tile` (a squashed thumbnail,
+// PLM's image transforms (docs/reference.md 4.4): `vanilla` (one squashed tile) and `thumb+tile` (a squashed thumbnail,
 // then the image squashed onto a grid of tiles chosen from its size), with the reference's normalisation.
 #pragma once
 
@@ -14,7 +14,7 @@ struct TileGrid {
 };
 
 /// The grid PLM's VariableSizeImageTransform picks for a width x height image with at most `max_num_tiles`
-/// tiles of tile_size px (plm-spec.md 4.4 steps 2-4): candidate grids grouped by aspect n_w/n_h in first-seen
+/// tiles of tile_size px (docs/reference.md 4.4 steps 2-4): candidate grids grouped by aspect n_w/n_h in first-seen
 /// order (tile counts from max_num_tiles down to 1, divisors ascending); among canvases the image fits without
 /// downscaling, the last one whose aspect-preserving fitted shorter edge is >= the best so far; failing that, the
 /// closest aspect ratio not beyond the image's (>= 1: widest grid of that aspect; < 1: tallest). All positive.
@@ -31,7 +31,7 @@ struct ImageTiles {
 /// `thumb+tile`: the whole image squashed to S x S with Pillow bicubic (the thumbnail), then the image squashed to
 /// (n_w * S) x (n_h * S) for the grid of choose_tile_grid(W, H, max_num_tiles, S) and cut into row-major tiles.
 /// `rgb`: uint8 [H, W, 3] CPU (as load_image_rgb returns). Equal to PLM's VariableSizeImageTransform with
-/// use_thumbnail "before" (its padding is a no-op; spec 11 item 8).
+/// use_thumbnail "before" (its padding is a no-op; docs/reference.md 11 item 8).
 ImageTiles thumb_and_tiles(const at::Tensor& rgb, int64_t max_num_tiles, int64_t tile_size = 448);
 
 /// `vanilla`: the whole image squashed to S x S with Pillow bicubic; pixels [1, 3, S, S], grid 1 x 1. Equal to

@@ -1,4 +1,4 @@
-// Video clips as PLM's video transform sees them (plm-spec 4.5): metadata and frames exactly as
+// Video clips as PLM's video transform sees them (docs/reference.md 4.5): metadata and frames exactly as
 // torchcodec's `VideoDecoder(path, device="cpu")` (exact seek mode, the default) reports and returns them, the
 // reference's frame sampling, and the 448x448 tensor the vision tower gets. FFmpeg (libav* 5.1 API) decodes.
 //

@@ -1,5 +1,5 @@
-// Full activation checkpointing (plm-spec 5.4: every decoder TransformerBlock and every PE resblock): a block's
-// forward runs without recording autograd and keeps only its input; backward runs the block again with autograd
+// Full activation checkpointing (docs/reference.md 5.4: every decoder TransformerBlock and every PE resblock): a
+// block's forward runs without recording autograd and keeps only its input; backward runs the block again with autograd
 // on and back-propagates through that recomputation, as torch.utils.checkpoint (reentrant) does.
 //
 // The recomputation must give the same activations: the block may not draw random numbers itself. PLM's only random

@@ -1,4 +1,4 @@
-// The Llama 3 decoder block (plm-spec 1.5): pre-norm attention with GQA and interleaved-pair RoPE, SwiGLU FFN.
+// The Llama 3 decoder block (docs/reference.md 1.5): pre-norm attention with GQA and interleaved-pair RoPE, SwiGLU FFN.
 // Module and parameter names are Meta's original Llama names (attention.wq, feed_forward.w1, attention_norm, ...).
 #pragma once
 
@@ -18,8 +18,8 @@ struct DecoderDims {
 DecoderDims decoder_dims(const config::ModelArgs& args);
 
 /// One decoder layer's share of a KV cache (infer/kv_cache.h owns it): keys after RoPE, and values, with the
-/// un-repeated GQA heads (plm-spec 8), each [B, Hkv, capacity, hd] in the model's dtype. Slot j of row b holds row
-/// b's token at position j: every row keeps its own positions 0, 1, 2, ... (right-padded batches).
+/// un-repeated GQA heads (docs/reference.md 8), each [B, Hkv, capacity, hd] in the model's dtype. Slot j of row b holds
+/// row b's token at position j: every row keeps its own positions 0, 1, 2, ... (right-padded batches).
 struct KVCacheLayer {
   at::Tensor k, v;
 };

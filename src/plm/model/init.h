@@ -1,5 +1,6 @@
-// Initialisation, as PLM does it (plm-spec 1.2, 1.4, 1.5). In PLM every weight normally comes from a checkpoint;
-// these matter for the projector at stage 1, LayerScale at stage 2, and training from scratch (tests, the demo).
+// Initialisation, as PLM does it (docs/reference.md 1.2, 1.4, 1.5). In PLM every weight normally comes from a
+// checkpoint; these matter for the projector at stage 1, LayerScale at stage 2, and training from scratch (tests, the
+// demo).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -27,12 +27,13 @@ PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorO
 at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
   UnitRunner* runner = unit_runner.get();
   const at::Tensor embedding = tok_embeddings;  // a handle: a runner may swap the data under it
-  at::Tensor h = run_unit(runner, "tok_embeddings", [embedding](const at::Tensor& t) { return at::embedding(embedding, t); },
-                          in.tokens);
+  at::Tensor h = run_unit(
+      runner, "tok_embeddings", [embedding](const at::Tensor& t) { return at::embedding(embedding, t); }, in.tokens);
   if (in.images.defined() && vision_model) {
     const Projector projector = vision_projector;
-    at::Tensor vision = run_unit(runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
-                                 vision_model->forward(in.images.to(h.scalar_type())));
+    at::Tensor vision = run_unit(
+        runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
+        vision_model->forward(in.images.to(h.scalar_type())));
     if (in.chunk_has_text.defined()) vision = vision.index({in.chunk_has_text.logical_not()});
     const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
     const int64_t slots = in.image_mask.sum().item<int64_t>();
@@ -44,24 +45,47 @@ at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
   return h;
 }
 
-at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
+at::Tensor PerceptionLMImpl::decoder_stack(at::Tensor h, const BlockStep& block_step, bool checkpoint) const {
   UnitRunner* runner = unit_runner.get();
-  at::Tensor h = embed(in);
-  const int64_t seqlen = h.size(1);
-  const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), seqlen);
   for (size_t i = 0; i < layers->size(); ++i) {
     const auto* block = layers->ptr(i)->as<TransformerBlockImpl>();
-    h = run_unit(runner, "layers." + std::to_string(i), [block, rope](const at::Tensor& x) { return block->forward(x, rope); },
-                 h, activation_checkpointing, block->parameters());
+    // By value: the unit may run again in backward (activation checkpointing, sharding), after this returns.
+    h = run_unit(
+        runner, "layers." + std::to_string(i),
+        [block, block_step, i](const at::Tensor& x) { return block_step(*block, i, x); }, h, checkpoint,
+        block->parameters());
   }
   const RMSNorm final_norm = norm;
-  return run_unit(runner, "norm", [final_norm](const at::Tensor& x) { return final_norm->forward(x); }, h);
+  return run_unit(
+      runner, "norm", [final_norm](const at::Tensor& x) { return final_norm->forward(x); }, h);
+}
+
+at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
+  at::Tensor h = embed(in);
+  const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), h.size(1));
+  return decoder_stack(
+      h, [rope](const TransformerBlockImpl& block, size_t, const at::Tensor& x) { return block.forward(x, rope); },
+      activation_checkpointing);
+}
+
+at::Tensor PerceptionLMImpl::hidden_cached(const at::Tensor& x, const CachedStep& step,
+                                           std::vector<KVCacheLayer>& cache) const {
+  TORCH_CHECK(cache.size() == layers->size(), "the KV cache has ", cache.size(), " layers, the decoder ",
+              layers->size());
+  KVCacheLayer* layer_cache = cache.data();
+  return decoder_stack(
+      x,
+      [&step, layer_cache](const TransformerBlockImpl& block, size_t i, const at::Tensor& h) {
+        return block.forward_cached(h, step, layer_cache[i]);
+      },
+      false);
 }
 
 at::Tensor PerceptionLMImpl::output_layer(const at::Tensor& h) const {
   const at::Tensor weight = output_weight();
-  return run_unit(unit_runner.get(), output.defined() ? "output" : "tok_embeddings",
-                  [weight](const at::Tensor& x) { return at::linear(x, weight); }, h);
+  return run_unit(
+      unit_runner.get(), output.defined() ? "output" : "tok_embeddings",
+      [weight](const at::Tensor& x) { return at::linear(x, weight); }, h);
 }
 
 at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {

@@ -1,27 +1,26 @@
 // PLM: Perception Encoder -> projector -> vision features written over the <|image|> positions of a Llama 3 decoder
-// (plm-spec 1.1, 2). Parameter names are exactly those of PLM's consolidated.pth (spec 1.6), minus the
-// tied-embedding duplicate `output.tied_module.weight` (the checkpoint code writes and skips it).
+// (docs/reference.md 1.1, 2). Parameter names are exactly those of PLM's consolidated.pth (docs/reference.md 1.6),
+// minus the tied-embedding duplicate `output.tied_module.weight` (the checkpoint code writes and skips it).
 #pragma once
 
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <functional>
+#include <vector>
+
 #include "plm/config/args.h"
 #include "plm/model/decoder.h"
+#include "plm/model/model_inputs.h"
 #include "plm/model/projector.h"
 #include "plm/model/units.h"
 #include "plm/model/vision.h"
 
 namespace plm::model {
 
-/// What the model reads for one batch.
-struct ModelInputs {
-  at::Tensor tokens;          // int64 [B, S]
-  at::Tensor images;          // float [N, 3, H, W], normalised; undefined for a text-only model or batch
-  at::Tensor image_mask;      // bool [B, S]: the positions that receive vision vectors, filled in row-major order
-  at::Tensor chunk_has_text;  // bool [N] (optional): chunks of text-only samples (dummy images), dropped after the
-                              // vision tower as PLM does
-};
-
+/// The Perception Language Model: the token embedding, the Perception Encoder and projector (when the config has a
+/// vision model), the Llama 3 decoder blocks, the final norm and the output layer, as one torch::nn::Module whose
+/// parameter names are PLM's. Every parameterised step runs as a unit (model/units.h), so that activation
+/// checkpointing and sharding apply to training and generation alike.
 struct PerceptionLMImpl : torch::nn::Module {
   /// Builds every parameter uninitialised with `options` (use the meta device to get shapes without memory);
   /// model/init.h initialises them and ckpt/ loads them.
@@ -35,6 +34,12 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// Final-normed hidden states [B, S, dim]: embeddings, vision tokens stitched in, causal decoder, `norm`.
   /// Throws c10::Error when the number of image positions differs from the number of vision vectors.
   at::Tensor hidden(const ModelInputs& in) const;
+
+  /// The decoder stack on one cached step of generation (infer/generate.h): x [B, S, dim] (embed()'s output for the
+  /// step's tokens) through every block's cached attention (TransformerBlockImpl::forward_cached), which reads and
+  /// extends `cache` (one KVCacheLayer per block), then `norm`. Returns hidden states [B, S, dim]; the caller
+  /// applies the output layer only where it needs logits. Call under at::InferenceMode.
+  at::Tensor hidden_cached(const at::Tensor& x, const CachedStep& step, std::vector<KVCacheLayer>& cache) const;
 
   /// Logits [B, S, vocab] (in the compute dtype).
   at::Tensor forward(const ModelInputs& in) const;
@@ -59,6 +64,11 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// Runs every unit (model/units.h) through `runner` from now on (nullptr: plainly again). The sharded trainer
   /// installs one that gathers each unit's parameters before it runs and frees them afterwards.
   void set_unit_runner(std::shared_ptr<UnitRunner> runner);
+
+  /// The one walk over the decoder blocks, shared by training (hidden) and generation (hidden_cached): each block
+  /// runs as its unit (model/units.h) the computation `block_step(block, index, x)`, then the final `norm`.
+  using BlockStep = std::function<at::Tensor(const TransformerBlockImpl&, size_t, const at::Tensor&)>;
+  at::Tensor decoder_stack(at::Tensor h, const BlockStep& block_step, bool checkpoint) const;
 
   config::ModelArgs args;
   DecoderDims dims;

@@ -1,5 +1,5 @@
-// The vision-to-language projector (plm-spec 1.4): Linear -> exact GELU -> Linear per token, then adaptive average
-// pooling by pooling_ratio over the row-major token grid. Names: vision_projector.projector.{0,2}.
+// The vision-to-language projector (docs/reference.md 1.4): Linear -> exact GELU -> Linear per token, then adaptive
+// average pooling by pooling_ratio over the row-major token grid. Names: vision_projector.projector.{0,2}.
 #pragma once
 
 #include "plm/model/layers.h"

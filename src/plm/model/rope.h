@@ -1,5 +1,6 @@
-// Rotary position tables: the decoder's 1D RoPE with Llama-3 frequency scaling (plm-spec 1.5) and the Perception
-// Encoder's 2D RoPE (spec 1.2). Both give one angle per rotated pair, applied by ops::rotate_pairs.
+// Rotary position tables: the decoder's 1D RoPE with Llama-3 frequency scaling (docs/reference.md 1.5) and the
+// Perception Encoder's 2D RoPE (docs/reference.md 1.2). Both give one angle per rotated pair, applied by
+// ops::rotate_pairs.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,6 +1,7 @@
-// The Perception Encoder as PLM uses it (plm-spec 1.2): bias-free patch conv, optional CLS token, absolute position
-// embedding (bilinearly resampled when the patch grid differs), ln_pre, pre-norm blocks with packed in_proj, 2D RoPE,
-// LayerScale and DropPath; no ln_post, no pooling. Names follow PE's state dict (conv1, transformer.resblocks.j...).
+// The Perception Encoder as PLM uses it (docs/reference.md 1.2): bias-free patch conv, optional CLS token, absolute
+// position embedding (bilinearly resampled when the patch grid differs), ln_pre, pre-norm blocks with packed in_proj,
+// 2D RoPE, LayerScale and DropPath; no ln_post, no pooling. Names follow PE's state dict (conv1,
+// transformer.resblocks.j...).
 #pragma once
 
 #include <torch/nn/modules/container/modulelist.h>
@@ -77,7 +78,7 @@ struct PerceptionEncoderImpl : torch::nn::Module {
   std::vector<DropPathMasks> draw_drop_path(int64_t n, at::ScalarType dtype) const;
 
   config::VisionModelArgs args;
-  bool activation_checkpointing = false;  // model/activation_checkpoint.h, per resblock
+  bool activation_checkpointing = false;    // model/activation_checkpoint.h, per resblock
   std::shared_ptr<UnitRunner> unit_runner;  // model/units.h (set through PerceptionLMImpl::set_unit_runner)
   at::Tensor conv1_weight, class_embedding, positional_embedding;  // conv1.weight has no bias
   LayerNorm ln_pre{nullptr}, ln_post{nullptr};  // each only when use_ln_pre / use_ln_post (PLM: pre only)

@@ -21,7 +21,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 /// Rotates adjacent pairs (x[2j], x[2j+1]) of the last dimension by angle a_j, in fp32, cast back to x's dtype:
 /// out[2j] = x[2j] cos a_j - x[2j+1] sin a_j, out[2j+1] = x[2j+1] cos a_j + x[2j] sin a_j.
 /// cos and sin hold one value per pair ([..., D/2], fp32) and broadcast against x's leading dimensions.
-/// Used by both the decoder RoPE (plm-spec 1.5) and the Perception Encoder's 2D RoPE (spec 1.2).
+/// Used by both the decoder RoPE (docs/reference.md 1.5) and the Perception Encoder's 2D RoPE (docs/reference.md 1.2).
 at::Tensor rotate_pairs(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 /// Mean cross-entropy in fp32 over the rows of `logits` [N, V] against `targets` [N] (log_softmax then NLL, as

@@ -1,4 +1,4 @@
-// PLM's chat formats (plm-spec.md 3.2, core/data/conversation.py): turning a sample's conversation into the
+// PLM's chat formats (docs/reference.md 3.2, core/data/conversation.py): turning a sample's conversation into the
 // template strings the model is trained on, and the prompt it generates from.
 #pragma once
 
@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "plm/common/user_error.h"
 
 namespace plm::text {
 
@@ -19,8 +21,8 @@ struct Turn {
 enum class MediaType { image, multi_image, video, text };
 
 /// A malformed conversation (unknown role, no complete human/assistant pair); one sentence.
-struct ConversationError : std::runtime_error {
-  explicit ConversationError(const std::string& what) : std::runtime_error(what) {}
+struct ConversationError : UserError {
+  explicit ConversationError(const std::string& what) : UserError(what) {}
 };
 
 /// A conversation template. The fields are PLM's, byte for byte.

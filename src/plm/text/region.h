@@ -1,4 +1,4 @@
-// Region text for grounding samples (plm-spec.md 4.1, core/transforms/region_transform.py).
+// Region text for grounding samples (docs/reference.md 4.1, core/transforms/region_transform.py).
 #pragma once
 
 #include <array>

@@ -1,5 +1,5 @@
 // Tokenising a dialog for training: per-round encoding, truncation between rounds, loss positions
-// (plm-spec.md 3.3, apps/plm/tokenizer.py PLMTokenizer.__call__).
+// (docs/reference.md 3.3, apps/plm/tokenizer.py PLMTokenizer.__call__).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Byte-level BPE in tiktoken's format and semantics: Llama 3's tokenizer.model (plm-spec.md 3.1).
+// Byte-level BPE in tiktoken's format and semantics: Llama 3's tokenizer.model (docs/reference.md 3.1).
 #pragma once
 
 #include <memory>

@@ -9,13 +9,15 @@
 #include <string_view>
 #include <vector>
 
+#include "plm/common/user_error.h"
+
 namespace plm::text {
 
 using TokenId = int32_t;
 
 /// A user-visible tokenizer problem (unreadable or malformed file, id out of range); one sentence.
-struct TokenizerError : std::runtime_error {
-  explicit TokenizerError(const std::string& what) : std::runtime_error(what) {}
+struct TokenizerError : UserError {
+  explicit TokenizerError(const std::string& what) : UserError(what) {}
 };
 
 /// Text <-> token ids. Implementations are immutable after construction and safe to share between threads.

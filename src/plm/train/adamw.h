@@ -1,4 +1,4 @@
-// AdamW as PLM configures it (plm-spec 5.3): torch.optim.AdamW with one parameter group, betas (beta1, beta2),
+// AdamW as PLM configures it (docs/reference.md 5.3): torch.optim.AdamW with one parameter group, betas (beta1, beta2),
 // eps, and decoupled weight decay p <- p (1 - lr wd) on every trainable parameter, norms, biases, LayerScale and
 // embeddings included (optionally excluding norms and biases). It updates fp32 master weights with fp32 state; the
 // trainer keeps any bf16 compute copies.
@@ -11,12 +11,13 @@
 #include <utility>
 #include <vector>
 
+#include "plm/common/named_tensors.h"
 #include "plm/config/args.h"
 
 namespace plm::train {
 
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
-
+/// torch.optim.AdamW over named fp32 tensors (the strategy's trainable(), train/data_parallel.h): owns the first
+/// and second moments and step count of each, updates the tensors in place from their .grad.
 class AdamW {
  public:
   /// `params`: (name, fp32 parameter) pairs; those without a gradient at step() are left alone.

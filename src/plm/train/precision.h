@@ -1,4 +1,4 @@
-// Mixed precision as PLM trains (plm-spec 5.4): the model computes in `distributed.model_dtype` (bf16: every
+// Mixed precision as PLM trains (docs/reference.md 5.4): the model computes in `distributed.model_dtype` (bf16: every
 // parameter is a bf16 copy, as FSDP2's MixedPrecisionPolicy(param_dtype=bf16) gathers them) while the weights the
 // optimizer updates, their gradients and the optimizer state stay fp32 (reduce_dtype=fp32). RMSNorm, both RoPEs,
 // softmax and the loss upcast to fp32 inside the model's ops. With fp32 the masters are the parameters themselves.
@@ -11,6 +11,8 @@
 
 namespace plm::train {
 
+/// The fp32 master copy of every parameter of a model that computes in a 16-bit dtype (or, in fp32, the parameters
+/// themselves): owns the masters and their fp32 gradients, and the link to the model's compute-dtype parameters.
 class MasterWeights {
  public:
   /// Takes the fp32 parameters of `model` as masters (all of them, frozen ones too: checkpoints keep them in full

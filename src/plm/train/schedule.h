@@ -1,6 +1,6 @@
-// Learning-rate schedules exactly as PLM's core/optim.py (plm-spec 5.3): a factor m(step) on optim.lr, used through
-// a LambdaLR, so the k-th optimizer update (k = 1, 2, ...) runs at lr * m(k - 1): the first update has lr 0 under
-// any warmup (Adam's moments move, the weights do not). plm keeps that, to train exactly as the reference.
+// Learning-rate schedules exactly as PLM's core/optim.py (docs/reference.md 5.3): a factor m(step) on optim.lr, used
+// through a LambdaLR, so the k-th optimizer update (k = 1, 2, ...) runs at lr * m(k - 1): the first update has lr 0
+// under any warmup (Adam's moments move, the weights do not). plm keeps that, to train exactly as the reference.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// Preemption (plm-spec 5.2 step 10.8, 7): SIGTERM, SIGUSR1 and SIGUSR2 ask the trainer to save a checkpoint at the
-// end of the current micro-batch and exit 0. Under SLURM, SIGUSR2 (sbatch --signal=USR2@120, the preemption
+// Preemption (docs/reference.md 5.2 step 10.8, 7): SIGTERM, SIGUSR1 and SIGUSR2 ask the trainer to save a checkpoint at
+// the end of the current micro-batch and exit 0. Under SLURM, SIGUSR2 (sbatch --signal=USR2@120, the preemption
 // warning) also requeues the job, as PLM does.
 #pragma once
 

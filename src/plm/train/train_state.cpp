@@ -8,26 +8,26 @@
 namespace plm::train {
 using json = nlohmann::json;
 
-std::string train_state_json(const Position& pos, const config::TrainArgs& args, const data::SkipCounts& skipped) {
+std::string train_state_json(const TrainState& state, const config::TrainArgs& args, const data::SkipCounts& skipped) {
   json j;
   j["format"] = "plm-train-state-1";
-  j["step"] = pos.step;
-  j["acc_step"] = pos.acc_step;
-  j["data_loader_state"] = pos.window_data_state.empty() ? json(nullptr) : json::parse(pos.window_data_state);
+  j["step"] = state.step;
+  j["acc_step"] = state.acc_step;
+  j["data_loader_state"] = state.window_data_state.empty() ? json(nullptr) : json::parse(state.window_data_state);
   j["scheduler"] = {{"base_lrs", {args.optim.lr}},
-                    {"last_epoch", pos.step},
-                    {"_step_count", pos.step + 1},
-                    {"_last_lr", {args.optim.lr * lr_factor(args.optim, args.steps, pos.step)}}};
-  j["window_loss_sum"] = pos.window_loss_sum;
-  j["window_loss_tokens"] = pos.window_loss_tokens;
+                    {"last_epoch", state.step},
+                    {"_step_count", state.step + 1},
+                    {"_last_lr", {args.optim.lr * lr_factor(args.optim, args.steps, state.step)}}};
+  j["window_loss_sum"] = state.window_loss_sum;
+  j["window_loss_tokens"] = state.window_loss_tokens;
   j["skipped"] = skipped;
   return j.dump(2) + "\n";
 }
 
-Position read_train_state(const std::string& text, const std::string& origin) {
+TrainState read_train_state(const std::string& text, const std::string& origin) {
   try {
     const json j = json::parse(text);
-    Position p;
+    TrainState p;
     p.step = j.at("step").get<int64_t>();
     p.acc_step = j.at("acc_step").get<int64_t>();
     const json& data = j.at("data_loader_state");

@@ -13,24 +13,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plm/ckpt/checkpoint_store.h"
 #include "plm/ckpt/model_checkpoint.h"
-#include "plm/ckpt/sharded.h"
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
 #include "plm/config/emit.h"
 #include "plm/config/source.h"
-#include "plm/data/pipeline.h"
+#include "plm/data/loader_factory.h"
 #include "plm/dist/env.h"
-#include "plm/dist/fsdp.h"
 #include "plm/dist/process_group.h"
 #include "plm/eval/validation.h"
 #include "plm/model/init.h"
 #include "plm/train/adamw.h"
-#include "plm/train/checkpoint_store.h"
+#include "plm/train/data_parallel.h"
 #include "plm/train/metrics.h"
-#include "plm/train/precision.h"
 #include "plm/train/schedule.h"
-#include "plm/train/sharded_checkpoint.h"
 #include "plm/train/signals.h"
 #include "plm/train/train_state.h"
 
@@ -45,16 +42,22 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-at::ScalarType compute_dtype(const std::string& name) {
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp32") return at::kFloat;
-  throw config::ConfigError("distributed.model_dtype is '" + name +
-                            "': training supports bf16 and fp32 (fp16 would need loss scaling, which is not "
-                            "implemented; bf16 needs none).");
+at::ScalarType compute_dtype(config::ModelDtype dtype) {
+  switch (dtype) {
+    case config::ModelDtype::bf16:
+      return at::kBFloat16;
+    case config::ModelDtype::fp32:
+      return at::kFloat;
+    case config::ModelDtype::fp16:
+      break;
+  }
+  throw config::ConfigError(
+      "distributed.model_dtype is 'fp16': training supports bf16 and fp32 (fp16 would need loss scaling, which is "
+      "not implemented; bf16 needs none).");
 }
 
-/// PLM's `env` section (plm-spec 5.4): each variable is exported unless the environment already sets it. On the CPU
-/// the thread counts are left alone: PLM's OMP_NUM_THREADS=1 is for GPU processes and would make a CPU run
+/// PLM's `env` section (docs/reference.md 5.4): each variable is exported unless the environment already sets it. On
+/// the CPU the thread counts are left alone: PLM's OMP_NUM_THREADS=1 is for GPU processes and would make a CPU run
 /// single-threaded.
 void apply_environment(const config::EnvironmentArgs& env, bool cpu) {
   auto set = [&](const char* key, const std::string& value, const char* = nullptr) {
@@ -71,11 +74,6 @@ struct LogWindow {
   double model_flops = 0, data_seconds = 0;
 };
 
-/// One optimizer step, for the metrics.
-struct StepRecord {
-  double loss, grad_norm, lr, iter_seconds, data_seconds;
-};
-
 /// Sums `values` over the ranks of `world` (in place; a no-op for one rank).
 void sum_over_ranks(dist::World& world, std::vector<double>& values) {
   if (world.size() == 1) return;
@@ -84,24 +82,19 @@ void sum_over_ranks(dist::World& world, std::vector<double>& values) {
   for (size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<int64_t>(i)].item<double>();
 }
 
-/// Sums the fp32 gradients of `params` over the ranks (no_shard), as one flat buffer; undefined gradients count as
-/// zeros (and become defined).
-void all_reduce_gradients(dist::World& world, const NamedTensors& params) {
-  std::vector<at::Tensor> flat;
-  for (const auto& [name, p] : params) {
-    if (!p.grad().defined()) const_cast<at::Tensor&>(p).mutable_grad() = at::zeros_like(p);
-    flat.push_back(p.grad().reshape({-1}));
-  }
-  if (flat.empty()) return;
-  const at::Tensor buffer = at::cat(flat);
-  world.all_reduce(buffer, dist::ReduceOp::sum);
-  int64_t offset = 0;
-  for (const auto& [name, p] : params) {
-    const int64_t n = p.numel();
-    p.grad().copy_(buffer.narrow(0, offset, n).view(p.sizes()));
-    offset += n;
-  }
-}
+/// The micro-batches of one optimizer step, read before any of them runs.
+struct StepBatches {
+  std::vector<data::Batch> batches;  // grad_acc_steps of them
+  std::vector<int64_t> loss_tokens;  // per micro-batch, on this rank
+  double step_loss_tokens = 0;       // of the whole step on all ranks (global_tokens normalises by it)
+  std::string data_state_after;      // the loader's state after the last one
+  double data_seconds = 0;
+};
+
+/// What finishing a step decided.
+struct StepResult {
+  double loss = 0, grad_norm = 0, lr = 0;
+};
 
 }  // namespace
 
@@ -109,20 +102,20 @@ struct Trainer::Impl {
   config::TrainArgs args;
   at::Device device{at::kCPU};
   at::ScalarType compute = at::kFloat;
-  data::Pipeline pipeline;
+  data::LoaderFactory loaders;
   std::unique_ptr<data::DataLoader> loader;
   model::PerceptionLM model{nullptr};
   std::unique_ptr<dist::World> world;
-  std::unique_ptr<dist::ShardedModel> sharded;  // distributed.fsdp_type full_shard
-  std::unique_ptr<MasterWeights> masters;       // no_shard
+  std::unique_ptr<DataParallel> parallel;  // distributed.fsdp_type: replicated or fully sharded
   std::unique_ptr<AdamW> optimizer;
-  std::unique_ptr<CheckpointStore> store;
+  std::unique_ptr<ckpt::CheckpointStore> store;
   std::unique_ptr<FlopCounter> flops;
   std::unique_ptr<MetricsWriter> metrics;
-  std::optional<data::Pipeline> val_pipeline;  // data.val_datamix; validate() reads it from its start each time
+  std::optional<data::LoaderFactory> val_loaders;  // data.val_datamix; each validation reads from its start
   double peak = 0;
   std::atomic<bool> stop{false};
-  Position pos;
+  TrainState state;
+  std::set<std::string> bad_samples;  // of the current step: ids of samples whose loss was not finite
   LogWindow window;
   Clock::time_point run_start = Clock::now();
   int64_t run_start_step = 0;
@@ -130,30 +123,29 @@ struct Trainer::Impl {
 
   bool stop_requested() const { return stop.load() || stop_signal() != 0; }
   bool leader() const { return world->rank() == 0; }
-  NamedTensors trainable() const { return sharded ? sharded->trainable_shards() : masters->trainable(); }
   /// Whether any rank was asked to stop (a collective when there are several).
   bool any_rank_stopping() {
     std::vector<double> flag{stop_requested() ? 1.0 : 0.0};
     sum_over_ranks(*world, flag);
     return flag[0] > 0;
   }
-  /// Every rank runs every unit on every micro-batch (dist/fsdp.h): a batch without media gets one dummy tile,
-  /// dropped after the vision tower like the dummy tiles of text-only samples.
-  void ensure_vision_runs(model::ModelInputs& in) const {
-    if (!sharded || !model->vision_model || in.images.defined()) return;
-    const int64_t r = model->args.vision_model->image_size;
-    in.images = at::zeros({1, 3, r, r}, at::TensorOptions().device(device));
-    in.image_mask = at::zeros_like(in.tokens, at::kBool);
-    in.chunk_has_text = at::ones({1}, at::TensorOptions().dtype(at::kBool).device(device));
-  }
-  void log_memory_footprint();
 
   void setup();
+  StepBatches read_step();
+  void forward_backward(const data::Batch& batch, int64_t loss_tokens, double scale);
+  double loss_scale(const StepBatches& step, size_t micro_batch) const;
+  StepResult finish_step(const StepBatches& step);
+  bool due(int64_t every) const { return every > 0 && state.step % every == 0; }
   std::string save();
-  void validate();
   void restore(const std::string& dir);
-  void log_step(const StepRecord& r);
+  void run_validation();
+  void log_step(const StepResult& r, double iter_seconds, double data_seconds);
+  void log_memory_footprint();
 };
+
+// ---------------------------------------------------------------------------------------------------------------
+// Set-up: devices and ranks, dump_dir, data, model, data parallelism, optimizer, resume.
+// ---------------------------------------------------------------------------------------------------------------
 
 void Trainer::Impl::setup() {
   if (args.dump_dir.empty())
@@ -162,11 +154,11 @@ void Trainer::Impl::setup() {
   if (args.grad_acc_steps < 1) throw config::ConfigError("grad_acc_steps must be at least 1.");
   const dist::LaunchEnv env = dist::launch_env();
   const int gpus = runtime::cuda_device_count();
-  if (args.distributed.device == "cuda" && gpus == 0)
+  if (args.distributed.device == config::Device::cuda && gpus == 0)
     throw config::ConfigError(
         std::string("distributed.device is cuda but ") +
         (runtime::cuda_compiled() ? "no CUDA device is visible." : "this plm was built without CUDA (-DPLM_CUDA=ON)."));
-  if (args.distributed.device != "cpu" && gpus > 0) {
+  if (args.distributed.device != config::Device::cpu && gpus > 0) {
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
     runtime::set_cuda_device(device.index());
   }
@@ -185,10 +177,10 @@ void Trainer::Impl::setup() {
   runtime::configure_threads();
   if (leader()) runtime::log_summary();
   log::info("training '{}' for {} steps into {} (rank {} of {}, {})", args.name, args.steps, args.dump_dir, rank, size,
-            args.distributed.fsdp_type);
+            config::name_of(args.distributed.fsdp_type));
 
-  pipeline = data::make_pipeline(args, rank, size);
-  const int64_t n_words = pipeline.tokenizer->vocab_size();
+  loaders = data::make_loader_factory(args, rank, size);
+  const int64_t n_words = loaders.tokenizer->vocab_size();
   if (n_words > args.model.vocab_size)
     throw config::ConfigError("model.vocab_size is " + std::to_string(args.model.vocab_size) + " but the tokenizer '" +
                               args.data.tokenizer_path.value_or("") + "' has " + std::to_string(n_words) + " tokens.");
@@ -213,17 +205,11 @@ void Trainer::Impl::setup() {
             counts.total - counts.trainable);
 
   flops = std::make_unique<FlopCounter>(*model);
-  if (args.distributed.fsdp_type == "full_shard") {
-    sharded = std::make_unique<dist::ShardedModel>(*model, *world, compute);
-    optimizer = std::make_unique<AdamW>(sharded->trainable_shards(), args.optim);
-    if (!args.optim.decay_norms_and_biases) optimizer->set_decay_masks(sharded->matrix_masks());
-  } else {
-    masters = std::make_unique<MasterWeights>(*model, compute);
-    optimizer = std::make_unique<AdamW>(masters->trainable(), args.optim, args.optim.decay_norms_and_biases);
-  }
+  parallel = make_data_parallel(args.distributed.fsdp_type, *model, *world, compute);
+  optimizer = parallel->make_optimizer(args.optim);
   // Identical initial weights on every rank; from here on each rank draws its own DropPath masks.
   if (size > 1) at::manual_seed(static_cast<uint64_t>(args.seed) + static_cast<uint64_t>(rank));
-  store = std::make_unique<CheckpointStore>(
+  store = std::make_unique<ckpt::CheckpointStore>(
       args.checkpoint.path.value_or((fs::path(args.dump_dir) / "checkpoints").string()), args.checkpoint.dump,
       args.checkpoint.eval);
   // Rank 0 picks the newest complete checkpoint (reading every byte once) and tells the others its step.
@@ -233,116 +219,171 @@ void Trainer::Impl::setup() {
   world->broadcast(resume_step, 0);
   if (const int64_t step = resume_step.item<int64_t>(); step >= 0) {
     restore(store->step_dir(step));
-    last_saved_step = pos.step;
+    last_saved_step = state.step;
   }
-  run_start_step = pos.step;
-  loader = pipeline.loader(pos.window_data_state);
+  run_start_step = state.step;
+  loader = loaders.loader(state.window_data_state);
 
   std::string peak_source;
   peak = peak_flops(args.logging.peak_tflops, compute, device, &peak_source);
   log::info("MFU is relative to {:.3g} TFLOP/s ({})", peak / 1e12, peak_source);
   if (leader()) metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string());
-  val_pipeline = eval::validation_pipeline(args);
+  val_loaders = eval::validation_loaders(args);
 }
 
-void Trainer::Impl::validate() {
-  const eval::ValidationLoss v = eval::validation_loss(*model, *val_pipeline, args.data.val_max_batches);
-  json j{{"global_step", pos.step}, {"eval/loss", v.loss}, {"eval/loss_tokens", v.tokens}};
-  for (const auto& [dataset, loss] : v.dataset_loss) j["eval/loss/" + dataset] = loss;
-  j["created_at"] = utc_timestamp();
-  if (leader()) metrics->write(j);
-  log::info("step {}/{} | eval loss {:.4f} over {} loss tokens ({} batches, {:.2f} s)", pos.step, args.steps, v.loss,
-            v.tokens, v.batches, v.seconds);
+// ---------------------------------------------------------------------------------------------------------------
+// One optimizer step: read its micro-batches, forward and backward each at its scale, then finish the step.
+// ---------------------------------------------------------------------------------------------------------------
+
+StepBatches Trainer::Impl::read_step() {
+  const auto start = Clock::now();
+  StepBatches step;
+  for (int64_t i = 0; i < args.grad_acc_steps; ++i) step.batches.push_back(loader->next());
+  step.data_state_after = loader->state_json();
+  step.data_seconds = seconds_since(start);
+  std::vector<double> total{0.0};
+  for (const data::Batch& b : step.batches) {
+    step.loss_tokens.push_back(b.loss_mask.sum().item<int64_t>());
+    total[0] += static_cast<double>(step.loss_tokens.back());
+  }
+  sum_over_ranks(*world, total);
+  step.step_loss_tokens = total[0];
+  return step;
 }
+
+// Gradients are summed over ranks, so the scale decides what the step's gradient means:
+//   reference:     loss_i / (grad_acc_steps x ranks): the mean over ranks and micro-batches of each one's token mean
+//                  (PLM, whose FSDP averages over ranks);
+//   global_tokens: loss_i x n_i / (the loss tokens of the step on all ranks): the token mean of the whole step.
+double Trainer::Impl::loss_scale(const StepBatches& step, size_t i) const {
+  const int64_t n = step.loss_tokens[i];
+  if (n == 0) return 0.0;
+  if (args.optim.loss_normalization == config::LossNormalization::global_tokens)
+    return static_cast<double>(n) / step.step_loss_tokens;
+  return 1.0 / static_cast<double>(args.grad_acc_steps * world->size());
+}
+
+void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, double scale) {
+  // A micro-batch without loss tokens contributes nothing (PLM would get a NaN mean). With several ranks it still
+  // runs forward and backward, scaled by 0, so that every rank issues the same collectives.
+  if (loss_tokens > 0 || world->size() > 1) {
+    at::Tensor mask = b.loss_mask.to(device);
+    if (loss_tokens == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
+    model::ModelInputs in = model::model_inputs(*model, b, device);
+    parallel->prepare(in);
+    const at::Tensor loss = model->loss(in, b.labels.to(device), mask);
+    (loss * scale).backward();
+    parallel->after_backward();
+    if (loss_tokens > 0) {
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
+      state.window_loss_sum += value * static_cast<double>(loss_tokens);
+      state.window_loss_tokens += loss_tokens;
+    }
+  }
+  window.tokens += b.input_ids.numel();
+  window.loss_tokens += loss_tokens;
+  window.samples += b.input_ids.size(0);
+  const int64_t tiles = model->vision_model && b.images.defined() ? b.images.size(0) : 0;
+  window.tiles += tiles;
+  window.model_flops += flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), loss_tokens, tiles);
+}
+
+StepResult Trainer::Impl::finish_step(const StepBatches& step) {
+  parallel->reduce_gradients();
+  StepResult r;
+  r.grad_norm = parallel->clip_gradients(args.optim.clip);
+  std::vector<double> window_loss{state.window_loss_sum, static_cast<double>(state.window_loss_tokens),
+                                  bad_samples.empty() ? 0.0 : 1.0};
+  sum_over_ranks(*world, window_loss);
+  r.loss = window_loss[0] / std::max(1.0, window_loss[1]);
+  r.lr = lr_for_update(args.optim, args.steps, state.step + 1);
+  // The NaN/inf guard: every rank takes the same decision (the loss and the bad-sample flag are summed).
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm) || window_loss[2] > 0) {
+    if (bad_samples.empty())
+      for (const auto& b : step.batches) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
+    std::string ids;
+    for (const auto& id : bad_samples) ids += (ids.empty() ? "" : ", ") + id;
+    const std::string what = "step " + std::to_string(state.step + 1) + ": the loss is " + std::to_string(r.loss) +
+                             " and the gradient norm " + std::to_string(r.grad_norm) + " (samples: " + ids + ")";
+    if (args.optim.nan_policy == config::NanPolicy::abort)
+      throw std::runtime_error(what + "; stopping (optim.nan_policy=abort; the last checkpoint is intact).");
+    log::warn("{}; the update is skipped (optim.nan_policy=skip).", what);
+  } else {
+    optimizer->step(r.lr);
+  }
+  optimizer->zero_grad();
+  parallel->publish();
+  bad_samples.clear();
+  ++state.step;
+  state.acc_step = 0;
+  state.window_data_state = step.data_state_after;
+  state.window_loss_sum = 0;
+  state.window_loss_tokens = 0;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checkpoints, validation and metrics.
+// ---------------------------------------------------------------------------------------------------------------
 
 std::string Trainer::Impl::save() {
-  CheckpointContents c;
+  ckpt::TensorMap extra;
   {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    c.extra.insert("rng.cpu", gen.get_state());
+    extra.insert("rng.cpu", gen.get_state());
   }
-  if (pos.acc_step > 0)
-    for (const auto& [name, t] : trainable())
-      if (t.grad().defined()) c.extra.insert("grad." + name, t.grad());
-  c.params_json = config::to_json(args);
-  c.train_state_json = train_state_json(pos, args, loader ? loader->skipped() : data::SkipCounts{});
+  if (state.acc_step > 0)
+    for (const auto& [name, t] : parallel->trainable())
+      if (t.grad().defined()) extra.insert("grad." + name, t.grad());
+  const CheckpointTexts texts{config::to_json(args),
+                              train_state_json(state, args, loader ? loader->skipped() : data::SkipCounts{})};
   const auto start = Clock::now();
-  std::string dir = store->step_dir(pos.step);
-  if (sharded) {
-    dir = store->save_sharded(
-        pos.step,
-        sharded_checkpoint_files(*sharded, *optimizer, std::move(c.extra), world->rank(),
-                                 {{"params.json", c.params_json}, {"train_state.json", c.train_state_json}}),
-        *world);
-  } else if (leader()) {  // no_shard: the ranks hold the same weights and optimizer state
-    for (const auto& [name, t] : masters->all()) c.model.insert(name, t.detach());
-    for (const auto& [name, t] : optimizer->state()) c.optimizer.insert(name, t);
-    dir = store->save(pos.step, c);
-  }
+  const std::string dir = parallel->save(*store, state.step, optimizer->state(), std::move(extra), texts);
   if (leader()) store->clean_up(dir);
-  last_saved_step = pos.step;
-  log::info("saved {} (step {}, acc_step {}) in {:.2f} s", dir, pos.step, pos.acc_step, seconds_since(start));
+  last_saved_step = state.step;
+  log::info("saved {} (step {}, acc_step {}) in {:.2f} s", dir, state.step, state.acc_step, seconds_since(start));
   return dir;
 }
 
 void Trainer::Impl::restore(const std::string& dir) {
-  if (sharded) {
-    const ckpt::TensorMap extra = restore_sharded(dir, *sharded, *optimizer, world->rank());
-    pos = read_train_state(CheckpointStore::load(dir).train_state_json, dir);
-    if (const at::Tensor* rng = extra.find("rng.cpu")) {
-      at::Generator gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(*rng);
-    }
-    for (const auto& [name, shard] : sharded->trainable_shards())
-      if (const at::Tensor* g = extra.find("grad." + name)) shard.mutable_grad() = g->to(shard.device()).clone();
-    log::info("resumed from {} at step {} (acc_step {}, {} ranks)", dir, pos.step, pos.acc_step, world->size());
-    return;
-  }
-  const CheckpointContents c = ckpt::is_sharded_checkpoint(dir) ? as_plain(dir) : CheckpointStore::load(dir);
-  at::NoGradGuard no_grad;
-  for (const auto& [name, master] : masters->all()) {
-    const at::Tensor* t = c.model.find(name);
-    if (!t || !t->sizes().equals(master.sizes()))
-      throw ckpt::CheckpointError("checkpoint '" + dir + "' " + (t ? "has another shape for '" : "has no tensor '") +
-                                  name + "': it was written by a run with another model configuration.");
-    const_cast<at::Tensor&>(master).copy_(*t);
-  }
-  optimizer->load_state(NamedTensors(c.optimizer.begin(), c.optimizer.end()));
-  pos = read_train_state(c.train_state_json, dir);
-  if (const at::Tensor* rng = c.extra.find("rng.cpu")) {
+  Restored r = parallel->restore(dir);
+  optimizer->load_state(r.optimizer_state);
+  state = read_train_state(r.train_state_json, dir);
+  if (const at::Tensor* rng = r.extra.find("rng.cpu")) {
     at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle on the process's generator
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(*rng);
   }
-  for (const auto& [name, master] : masters->trainable())
-    if (const at::Tensor* g = c.extra.find("grad." + name)) master.mutable_grad() = g->to(master.device()).clone();
-  masters->publish();
-  log::info("resumed from {} at step {} (acc_step {})", dir, pos.step, pos.acc_step);
+  for (const auto& [name, t] : parallel->trainable())
+    if (const at::Tensor* g = r.extra.find("grad." + name)) t.mutable_grad() = g->to(t.device()).clone();
+  parallel->publish();
+  log::info("resumed from {} at step {} (acc_step {}, {} ranks)", dir, state.step, state.acc_step, world->size());
+}
+
+void Trainer::Impl::run_validation() {
+  const eval::ValidationLoss v = eval::validation_loss(*model, *val_loaders, args.data.val_max_batches);
+  json j{{"global_step", state.step}, {"eval/loss", v.loss}, {"eval/loss_tokens", v.tokens}};
+  for (const auto& [dataset, loss] : v.dataset_loss) j["eval/loss/" + dataset] = loss;
+  j["created_at"] = utc_timestamp();
+  if (leader()) metrics->write(j);
+  log::info("step {}/{} | eval loss {:.4f} over {} loss tokens ({} batches, {:.2f} s)", state.step, args.steps, v.loss,
+            v.tokens, v.batches, v.seconds);
 }
 
 void Trainer::Impl::log_memory_footprint() {
-  int64_t params = 0, grads = 0, state = 0, padding = 0;
-  if (sharded) {
-    const dist::ShardedModel::Footprint f = sharded->footprint();
-    params = f.shard_bytes;
-    grads = f.grad_bytes;
-    padding = f.padding_elements;
-  } else {
-    for (const auto& [name, t] : masters->all()) params += static_cast<int64_t>(t.nbytes());
-    for (const auto& [name, t] : masters->trainable())
-      if (t.grad().defined()) grads += static_cast<int64_t>(t.grad().nbytes());
-  }
-  for (const auto& [name, t] : optimizer->state()) state += static_cast<int64_t>(t.nbytes());
+  const Footprint f = parallel->footprint();
+  int64_t grads = f.gradient_bytes, optimizer_state = 0;
+  for (const auto& [name, t] : optimizer->state()) optimizer_state += static_cast<int64_t>(t.nbytes());
   // Gradients exist only inside a step (zero_grad drops them): count them as the trainable parameters' size.
   if (grads == 0)
-    for (const auto& [name, t] : trainable()) grads += static_cast<int64_t>(t.nbytes());
+    for (const auto& [name, t] : parallel->trainable()) grads += static_cast<int64_t>(t.nbytes());
   log::info("rank {} holds {} bytes of fp32 parameters, {} of gradients, {} of optimizer state ({} padding elements)",
-            world->rank(), params, grads, state, padding);
+            world->rank(), f.parameter_bytes, grads, optimizer_state, f.padding_elements);
 }
 
-void Trainer::Impl::log_step(const StepRecord& r) {
+void Trainer::Impl::log_step(const StepResult& r, double iter_seconds, double data_seconds) {
   std::vector<double> counts{static_cast<double>(window.tokens), static_cast<double>(window.loss_tokens),
                              static_cast<double>(window.samples), window.model_flops};
   sum_over_ranks(*world, counts);
@@ -358,13 +399,20 @@ void Trainer::Impl::log_step(const StepRecord& r) {
   const MemoryStats mem = memory_stats(device);
   const double total_gib = mem.total_gib;
   const double model_flops_per_s = window.model_flops / elapsed;
+  if (peak > 0 && model_flops_per_s > peak) {  // so that MFU never exceeds 1
+    log::warn(
+        "the model ran at {:.3g} TFLOP/s, above the peak of {:.3g}: MFU is relative to {:.3g} TFLOP/s from "
+        "now on (set logging.peak_tflops to the device's peak)",
+        model_flops_per_s / 1e12, peak / 1e12, model_flops_per_s / 1e12);
+    peak = model_flops_per_s;
+  }
   json j;
-  j["global_step"] = pos.step;
-  j["acc_step"] = pos.acc_step;
+  j["global_step"] = state.step;
+  j["acc_step"] = state.acc_step;
   j["speed/wps"] = static_cast<double>(window.tokens) / elapsed;
   j["speed/FLOPS"] = flops->plm_flops_per_token(args.model.max_seqlen) * static_cast<double>(window.tokens) / elapsed;
-  j["speed/curr_iter_time"] = r.iter_seconds;
-  j["speed/data_load_time"] = r.data_seconds;
+  j["speed/curr_iter_time"] = iter_seconds;
+  j["speed/data_load_time"] = data_seconds;
   j["speed/loss_tokens_per_s"] = static_cast<double>(window.loss_tokens) / elapsed;
   j["speed/samples_per_s"] = static_cast<double>(window.samples) / elapsed;
   j["speed/model_flops_per_s"] = model_flops_per_s;
@@ -373,7 +421,7 @@ void Trainer::Impl::log_step(const StepRecord& r) {
   j["optim/grad_norm"] = r.grad_norm;
   j["optim/lr"] = r.lr;
   j["optim/total_tokens"] =
-      (args.grad_acc_steps * pos.step + pos.acc_step) * args.data.batch_size * args.model.max_seqlen;
+      (args.grad_acc_steps * state.step + state.acc_step) * args.data.batch_size * args.model.max_seqlen;
   j["memory/max_active_gib"] = mem.max_active_gib;
   j["memory/max_active_pct"] = 100.0 * mem.max_active_gib / total_gib;
   j["memory/max_reserved_gib"] = mem.max_reserved_gib;
@@ -388,17 +436,21 @@ void Trainer::Impl::log_step(const StepRecord& r) {
   metrics->write(j);
 
   const double per_step =
-      seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, pos.step - run_start_step));
-  const auto eta = static_cast<int64_t>(per_step * static_cast<double>(args.steps - pos.step));
+      seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, state.step - run_start_step));
+  const auto eta = static_cast<int64_t>(per_step * static_cast<double>(args.steps - state.step));
   log::info(
       "step {}/{} | loss {:.4f} | grad {:.3f} | lr {:.3e} | {:.0f} tok/s ({:.0f} loss) | {:.2f} samples/s | "
       "iter {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
-      pos.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(window.tokens) / elapsed,
-      static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed, r.iter_seconds,
-      r.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a", mem.max_active_gib,
+      state.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(window.tokens) / elapsed,
+      static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed, iter_seconds,
+      data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a", mem.max_active_gib,
       eta / 3600, eta / 60 % 60, eta % 60);
   window = LogWindow{};
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The public face.
+// ---------------------------------------------------------------------------------------------------------------
 
 Trainer::Trainer(config::TrainArgs args) : impl_(std::make_unique<Impl>()) {
   impl_->args = std::move(args);
@@ -414,129 +466,52 @@ model::PerceptionLMImpl& Trainer::model() {
   return *impl_->model;
 }
 NamedTensors Trainer::parameters() const {
-  if (impl_->sharded) return impl_->sharded->full_parameters();
-  return impl_->masters->all();
+  return impl_->parallel->full_parameters();
 }
 int64_t Trainer::step() const {
-  return impl_->pos.step;
+  return impl_->state.step;
 }
 
 TrainOutcome Trainer::run() {
   Impl& m = *impl_;
   const config::TrainArgs& a = m.args;
-  const int64_t G = a.grad_acc_steps;
-  const int W = m.world->size();
-  const bool global_tokens = a.optim.loss_normalization == "global_tokens";
+  const bool one_process = m.world->size() == 1;
   TrainOutcome out;
-  while (m.pos.step < a.steps) {
-    const auto data_start = Clock::now();
-    std::vector<data::Batch> batches;
-    for (int64_t i = 0; i < G; ++i) batches.push_back(m.loader->next());
-    const std::string after_window = m.loader->state_json();
-    const double data_seconds = seconds_since(data_start);
+  while (m.state.step < a.steps) {
+    const StepBatches step = m.read_step();
     const auto compute_start = Clock::now();
-    std::vector<int64_t> n(static_cast<size_t>(G));
-    std::vector<double> step_tokens{0.0};  // the loss tokens of the whole step, over all ranks
-    for (int64_t i = 0; i < G; ++i)
-      step_tokens[0] += static_cast<double>(n[i] = batches[i].loss_mask.sum().item<int64_t>());
-    sum_over_ranks(*m.world, step_tokens);
-    const double total = step_tokens[0];
-    std::set<std::string> bad_samples;
-    for (int64_t i = m.pos.acc_step; i < G; ++i) {
-      const data::Batch& b = batches[static_cast<size_t>(i)];
-      // A micro-batch without loss tokens contributes nothing (PLM would get a NaN mean). With several ranks it
-      // still runs forward and backward, scaled by 0, so that every rank issues the same collectives.
-      if (n[i] > 0 || W > 1) {
-        at::Tensor mask = b.loss_mask.to(m.device);
-        if (n[i] == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
-        model::ModelInputs in = eval::model_inputs(*m.model, b, m.device);
-        m.ensure_vision_runs(in);
-        const at::Tensor loss = m.model->loss(in, b.labels.to(m.device), mask);
-        // Gradients are summed over ranks: reference = the mean over ranks of each rank's mean (PLM's FSDP average).
-        const double scale = n[i] == 0       ? 0.0
-                             : global_tokens ? static_cast<double>(n[i]) / total
-                                             : 1.0 / static_cast<double>(G * W);
-        (loss * scale).backward();
-        if (m.sharded) m.sharded->finish_gradients();
-        if (m.masters) m.masters->accumulate_gradients();
-        if (n[i] > 0) {
-          const double value = loss.item<double>();
-          if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
-          m.pos.window_loss_sum += value * static_cast<double>(n[i]);
-          m.pos.window_loss_tokens += n[i];
-        }
-      }
-      m.pos.acc_step = i + 1;
-      m.window.tokens += b.input_ids.numel();
-      m.window.loss_tokens += n[i];
-      m.window.samples += b.input_ids.size(0);
-      const int64_t tiles = m.model->vision_model && b.images.defined() ? b.images.size(0) : 0;
-      m.window.tiles += tiles;
-      m.window.model_flops += m.flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), n[i], tiles);
-      if (on_micro_batch) on_micro_batch(m.pos.step, m.pos.acc_step);
+    // A resumed window's first acc_step micro-batches are in the restored gradients already.
+    for (int64_t i = m.state.acc_step; i < a.grad_acc_steps; ++i) {
+      const auto k = static_cast<size_t>(i);
+      m.forward_backward(step.batches[k], step.loss_tokens[k], m.loss_scale(step, k));
+      m.state.acc_step = i + 1;
+      if (on_micro_batch) on_micro_batch(m.state.step, m.state.acc_step);
       // One process can stop inside a window (its partial gradients are saved); several stop at step boundaries.
-      if (W == 1 && m.pos.acc_step < G && m.stop_requested()) {
+      if (one_process && m.state.acc_step < a.grad_acc_steps && m.stop_requested()) {
         out.checkpoint = m.save();
         out.stopped = true;
-        out.step = m.pos.step;
+        out.step = m.state.step;
         return out;
       }
     }
-    m.pos.acc_step = 0;
-    if (!m.sharded && W > 1) all_reduce_gradients(*m.world, m.masters->trainable());
-    const NamedTensors trainable = m.trainable();
-    std::function<double(double)> across_ranks;
-    if (m.sharded && W > 1)
-      across_ranks = [&m](double local) {
-        std::vector<double> v{local};
-        sum_over_ranks(*m.world, v);
-        return v[0];
-      };
-    const double grad_norm = clip_grad_norm(trainable, a.optim.clip, across_ranks);
-    std::vector<double> window_loss{m.pos.window_loss_sum, static_cast<double>(m.pos.window_loss_tokens),
-                                    bad_samples.empty() ? 0.0 : 1.0};
-    sum_over_ranks(*m.world, window_loss);
-    const double loss = window_loss[0] / std::max(1.0, window_loss[1]);
-    const double lr = lr_for_update(a.optim, a.steps, m.pos.step + 1);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm) || window_loss[2] > 0) {
-      if (bad_samples.empty())
-        for (const auto& b : batches) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
-      std::string ids;
-      for (const auto& id : bad_samples) ids += (ids.empty() ? "" : ", ") + id;
-      const std::string what = "step " + std::to_string(m.pos.step + 1) + ": the loss is " + std::to_string(loss) +
-                               " and the gradient norm " + std::to_string(grad_norm) + " (samples: " + ids + ")";
-      if (a.optim.nan_policy == "abort")
-        throw std::runtime_error(what + "; stopping (optim.nan_policy=abort; the last checkpoint is intact).");
-      log::warn("{}; the update is skipped (optim.nan_policy=skip).", what);
-    } else {
-      m.optimizer->step(lr);
-    }
-    m.optimizer->zero_grad();
-    if (m.masters) m.masters->publish();
-    ++m.pos.step;
-    m.pos.window_data_state = after_window;
-    m.pos.window_loss_sum = 0;
-    m.pos.window_loss_tokens = 0;
-    m.window.data_seconds += data_seconds;
+    const StepResult r = m.finish_step(step);
+    m.window.data_seconds += step.data_seconds;
     ++m.window.steps;
-    if (m.pos.step % a.logging.freq == 0 || m.pos.step == a.steps)
-      m.log_step({loss, grad_norm, lr, seconds_since(compute_start), data_seconds});
-    const bool due = (a.checkpoint.dump.every > 0 && m.pos.step % a.checkpoint.dump.every == 0) ||
-                     (a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) ||
-                     m.pos.step == a.steps;
-    if (due) out.checkpoint = m.save();
-    if (m.val_pipeline &&
-        ((a.checkpoint.eval.every > 0 && m.pos.step % a.checkpoint.eval.every == 0) || m.pos.step == a.steps))
-      m.validate();
-    if (W > 1 ? m.any_rank_stopping() : m.stop_requested()) {
-      if (!due) out.checkpoint = m.save();
+    if (m.due(a.logging.freq) || m.state.step == a.steps)
+      m.log_step(r, seconds_since(compute_start), step.data_seconds);
+    const bool eval_due = m.due(a.checkpoint.eval.every) || m.state.step == a.steps;
+    const bool save_due = m.due(a.checkpoint.dump.every) || eval_due;
+    if (save_due) out.checkpoint = m.save();
+    if (m.val_loaders && eval_due) m.run_validation();
+    if (one_process ? m.stop_requested() : m.any_rank_stopping()) {
+      if (!save_due) out.checkpoint = m.save();
       out.stopped = true;
       break;
     }
   }
-  if (m.last_saved_step != m.pos.step && !out.stopped) out.checkpoint = m.save();
+  if (m.last_saved_step != m.state.step && !out.stopped) out.checkpoint = m.save();
   m.log_memory_footprint();
-  out.step = m.pos.step;
+  out.step = m.state.step;
   return out;
 }
 

@@ -1,13 +1,13 @@
-// `plm train`: one PLM stage from a recipe (plm-spec 5.2), on one process or as one rank of several (torchrun,
-// SLURM, plm launch: dist/env.h). With distributed.fsdp_type full_shard the model is fully sharded (dist/fsdp.h:
-// each rank holds 1/N of the fp32 weights, gradients and AdamW state); with no_shard every rank holds everything
-// and the gradients are summed (DDP). Each rank reads its slice of every global batch. The loop, per optimizer step:
+// `plm train`: one PLM stage from a recipe (docs/reference.md 5.2), on one process or as one rank of several
+// (torchrun, SLURM, plm launch: dist/env.h). How the ranks share parameters, gradients and optimizer state is the
+// data-parallel strategy's business (train/data_parallel.h: replicated for no_shard, fully sharded for full_shard);
+// the loop is the same for both. Each rank reads its slice of every global batch. Per optimizer step:
 //   1. read the step's grad_acc_steps micro-batches (their loss-token counts are needed before the first backward
 //      under global_tokens);
-//   2. per micro-batch: loss (fp32 cross-entropy, mean over its loss tokens) scaled by the loss normalisation, backward
-//      in the compute dtype, gradients added into the fp32 masters;
-//   3. global-norm clipping, the NaN/inf guard, AdamW at lr(k) = optim.lr * m(k - 1) (so the first update runs at
-//      lr 0, as PLM's LambdaLR does), masters published to the model;
+//   2. forward and backward of each micro-batch: loss (fp32 cross-entropy, mean over its loss tokens) times its
+//      scale, backward in the compute dtype, its gradients added into the fp32 trainable tensors;
+//   3. finish the step: reduce the gradients over ranks, global-norm clipping, the NaN/inf guard, AdamW at
+//      lr(k) = optim.lr * m(k - 1) (so the first update runs at lr 0, as PLM's LambdaLR does), publish;
 //   4. metrics every logging.freq steps, a checkpoint every checkpoint.dump.every / checkpoint.eval.every steps.
 // Loss normalisation (optim.loss_normalization):
 //   reference:     loss_i / (grad_acc_steps x ranks), loss_i = the micro-batch's token mean (PLM, whose FSDP
@@ -16,11 +16,11 @@
 //                  batch 4 x 1 step, 2 x 2, 1 x 4 and 2 ranks x 2 give the same update.
 // Several ranks agree on every decision: the logged loss and NaN check are reduced over ranks, a stop signal on any
 // rank stops all at the next step boundary, rank 0 picks the checkpoint to resume from.
-// Resume is exact: a checkpoint holds the fp32 masters, AdamW state, the step and acc_step, the data position, the
+// Resume is exact: a checkpoint holds the fp32 weights, AdamW state, the step and acc_step, the data position, the
 // CPU RNG (DropPath) and, when saved inside an accumulation window (a stop signal), the partly accumulated fp32
 // gradients with the data position of the window's start; the window's first acc_step micro-batches are then read
-// again but not recomputed. A full_shard run saves per-rank shards (ckpt/sharded.h) that any world size resumes
-// from; a no_shard run saves rank 0's copy in the single-process layout.
+// again but not recomputed. Each strategy writes its own layout (a full_shard run per-rank shards that any world
+// size resumes from, a no_shard run rank 0's copy in the single-process layout), and either layout resumes the other.
 #pragma once
 
 #include <functional>
@@ -39,6 +39,10 @@ struct TrainOutcome {
   std::string checkpoint;  // the last folder written ("" if none)
 };
 
+/// One PLM training stage from a recipe: owns the run's devices and ranks, data loader, model, data-parallel
+/// strategy (train/data_parallel.h), optimizer, checkpoint store and metrics, from set-up (which resumes from the
+/// newest complete checkpoint) through run() to the last save. One per process; every rank of a job builds one with
+/// the same recipe.
 class Trainer {
  public:
   /// Validates `args` for training (dump_dir set, dtype, tokenizer vs vocabulary), creates dump_dir with config.yaml
@@ -62,7 +66,7 @@ class Trainer {
   std::function<void(int64_t step, int64_t acc_step)> on_micro_batch;
 
   model::PerceptionLMImpl& model();
-  /// Every parameter's fp32 master value by name (full_shard: gathered from all ranks, so call it on every rank).
+  /// Every parameter's fp32 master value by name (a collective where they are sharded: call it on every rank).
   NamedTensors parameters() const;
   int64_t step() const;
 

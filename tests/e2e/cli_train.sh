@@ -49,6 +49,7 @@ for r in rows:
     missing = keys - set(r)
     assert not missing, missing
 assert rows[0]["optim/lr"] == 0.0, "the first update runs at lr 0 (PLM's LambdaLR indexing)"
+assert all(0 < r["speed/mfu"] <= 1 for r in rows), [r["speed/mfu"] for r in rows]  # the peak is a peak
 assert rows[-1]["loss/out"] < rows[0]["loss/out"] - 1.0, [r["loss/out"] for r in rows]
 PYCHECK
 for f in config.yaml train.log; do [ -s full/$f ] || fail "no $f"; done

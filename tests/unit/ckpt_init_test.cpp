@@ -103,6 +103,38 @@ TEST_CASE("stage 2 from a stage-1 consolidated.pth: LayerScale starts at ls_init
   CHECK(r.unexpected.empty());
 }
 
+TEST_CASE("a stage start from a checkpoint of another shape is refused, naming each tensor, both shapes and the key") {
+  Scratch scratch("plm_ckpt_init");
+  for (const std::string& other : {std::string("model.vocab_size=320"), std::string("model.vision_model.width=48")}) {
+    INFO(other);
+    model::PerceptionLM written(tiny({other}));
+    model::init_all(*written);
+    ckpt::TensorMap sd;
+    for (const auto& p : written->named_parameters()) sd.insert(p.key(), p.value());
+    const fs::path dir = scratch.dir / other;
+    fs::create_directories(dir);
+    ckpt::write_safetensors(sd, (dir / "consolidated.safetensors").string());
+    config::CheckpointArgs c;
+    c.init_ckpt_path = dir.string();
+    model::PerceptionLM m(tiny());
+    try {
+      ckpt::init_from_checkpoints(*m, c);
+      FAIL("a checkpoint of another shape was loaded");
+    } catch (const ckpt::CheckpointError& e) {
+      const std::string msg = e.what();
+      INFO(msg);
+      CHECK_THAT(msg, Catch::Contains("checkpoint.init_ckpt_path '" + dir.string() + "'"));
+      if (other.find("vocab") != std::string::npos) {
+        CHECK_THAT(msg, Catch::Contains("tok_embeddings.weight: checkpoint [320, 64] vs model [300, 64]"));
+        CHECK_THAT(msg, Catch::Contains("model.vocab_size"));
+      } else {
+        CHECK_THAT(msg, Catch::Contains("vision_model.") && Catch::Contains("[48") && Catch::Contains("[32"));
+        CHECK_THAT(msg, Catch::Contains("model.vision_model.width"));
+      }
+    }
+  }
+}
+
 TEST_CASE("strict loading names missing, unexpected and mis-shaped tensors, and params.json gives the model") {
   Scratch scratch("plm_ckpt_init");
   const fs::path& dir_path = scratch.dir;

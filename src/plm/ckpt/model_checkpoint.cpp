@@ -227,6 +227,48 @@ LoadReport load_weights(model::PerceptionLMImpl& model, const MappedTensors& wei
   return r;
 }
 
+namespace {
+
+/// The config key that most likely differs when parameter `name` has another shape in a checkpoint.
+std::string likely_key(const std::string& name) {
+  auto has = [&](const char* part) { return name.find(part) != std::string::npos; };
+  if (has("tok_embeddings") || name.rfind("output.", 0) == 0) return "model.vocab_size or model.dim";
+  if (name.rfind("vision_projector.", 0) == 0) return "model.dim or model.vision_model.width";
+  if (name.rfind("vision_model.", 0) == 0) {
+    if (has("positional_embedding")) return "model.vision_model.image_size or patch_size";
+    if (has("conv1")) return "model.vision_model.patch_size or width";
+    if (has("mlp")) return "model.vision_model.width or mlp_ratio";
+    return "model.vision_model.width";
+  }
+  if (has("feed_forward")) return "model.dim, ffn_dim_multiplier or multiple_of";
+  if (has("attention.")) return "model.dim, n_heads or n_kv_heads";
+  return "model.dim";
+}
+
+/// A stage start must not train a tensor from random because the checkpoint has another shape for it: as the
+/// reference, which raises on size mismatches, this refuses (missing tensors stay a warning, as there).
+void refuse_mismatches(const LoadReport& r, const std::vector<std::pair<std::string, std::string>>& why,
+                       const std::string& key, const std::string& origin) {
+  if (r.mismatched.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < why.size() && i < 4; ++i) list += (i ? "; " : "") + why[i].first + " (" + why[i].second + "?)";
+  if (why.size() > 4) list += "; and " + std::to_string(why.size() - 4) + " more";
+  throw CheckpointError(key + " '" + origin + "' was written for another model configuration: " + list +
+                        ". Set the recipe's model keys to the checkpoint's (its params.json or config.json).");
+}
+
+/// load_weights, then refuse_mismatches with each mis-shaped tensor's likely key.
+LoadReport load_for_start(model::PerceptionLMImpl& model, const MappedTensors& weights, const std::string& key,
+                          const std::string& origin) {
+  const LoadReport r = load_weights(model, weights, false, origin);
+  std::vector<std::pair<std::string, std::string>> why;
+  for (const std::string& m : r.mismatched) why.emplace_back(m, likely_key(m.substr(0, m.find(':'))));
+  refuse_mismatches(r, why, key, origin);
+  return r;
+}
+
+}  // namespace
+
 LoadReport init_from_checkpoints(model::PerceptionLMImpl& model, const config::CheckpointArgs& checkpoint) {
   model::init_all(model);
   LoadReport total;
@@ -248,13 +290,13 @@ LoadReport init_from_checkpoints(model::PerceptionLMImpl& model, const config::C
       if (old_grid != want && old_grid * old_grid + cls == tensor.size(0))
         tensor = interpolate_pos_embed(tensor.to(at::kFloat), old_grid, want, cls == 1);
     }
-    const LoadReport r = load_weights(model, pe, false, *checkpoint.vision_model_path);
+    const LoadReport r = load_for_start(model, pe, "checkpoint.vision_model_path", *checkpoint.vision_model_path);
     merge(r);
     loaded.insert(r.loaded.begin(), r.loaded.end());
   }
   if (checkpoint.init_ckpt_path) {
-    const LoadReport r = load_weights(model, read_native_weights(*checkpoint.init_ckpt_path, model.args), false,
-                                      *checkpoint.init_ckpt_path);
+    const LoadReport r = load_for_start(model, read_native_weights(*checkpoint.init_ckpt_path, model.args),
+                                        "checkpoint.init_ckpt_path", *checkpoint.init_ckpt_path);
     merge(r);
     loaded.insert(r.loaded.begin(), r.loaded.end());
   }

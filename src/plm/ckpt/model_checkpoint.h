@@ -54,9 +54,11 @@ LoadReport load_weights(model::PerceptionLMImpl& model, const MappedTensors& wei
 ///    visual., drop blocks beyond `layers`, attn_pool, proj, ln_post); a position embedding for another grid
 ///    (PE-Core-L14-336's 24x24 for 448 tiles) is resampled as apps/plm/interpolate_PE_pos_embed.py does;
 /// 3. init_ckpt_path (a PLM consolidated folder or file, Meta's original Llama folder, a Hugging Face folder) is
-///    loaded over it. Like PLM, neither load is strict: the report lists what was missing (LayerScale at stage 2
-///    is expected), unexpected or mis-shaped, and what was ignored. The projector is never taken from a PE file.
-/// Returns the combined report; throws CheckpointError for unreadable files.
+///    loaded over it. Like PLM, missing and unexpected tensors are only reported (LayerScale is missing at stage 2
+///    by design), with what was ignored. The projector is never taken from a PE file.
+/// A tensor the checkpoint has in another shape is an error, as in the reference: CheckpointError names the key
+/// (checkpoint.init_ckpt_path or vision_model_path), the file, each tensor with both shapes and the config key that
+/// likely differs (model.vocab_size, model.dim, model.vision_model.width, ...). Also thrown for unreadable files.
 LoadReport init_from_checkpoints(model::PerceptionLMImpl& model, const config::CheckpointArgs& checkpoint);
 
 /// read_model_args + build + load (strict): the model exactly as the checkpoint describes it, fp32 on the CPU.

@@ -36,6 +36,7 @@ config::TrainArgs load_args(const DataOptions& o) {
 
 struct DatasetReport {
   int64_t rows = 0, usable = 0, truncated = 0, tokens = 0, loss_tokens = 0;
+  int64_t bbox_map_ignored = 0;  // a note, not a skip: null boxes and keys that are not frame indices
   std::map<std::string, int64_t> skipped;
 };
 
@@ -54,9 +55,11 @@ int check(const DataOptions& o) {
     auto work = [&] {
       for (int64_t i; (i = next++) < rows;) {
         try {
-          const auto s = (*p.preprocess)(data::parse_sample(source.row(i)), entry.dataset.root_dir);
+          const data::Sample sample = data::parse_sample(source.row(i));
+          const auto s = (*p.preprocess)(sample, entry.dataset.root_dir);
           std::lock_guard<std::mutex> lock(mutex);
           ++r.usable;
+          r.bbox_map_ignored += sample.bbox_map_ignored;
           r.truncated += s.truncated;
           r.tokens += static_cast<int64_t>(s.ids.size());
           r.loss_tokens += static_cast<int64_t>(s.response_pos.size());
@@ -72,12 +75,21 @@ int check(const DataOptions& o) {
     for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) threads.emplace_back(work);
     for (auto& t : threads) t.join();
     const double share = r.tokens ? static_cast<double>(r.loss_tokens) / static_cast<double>(r.tokens) : 0.0;
-    out[entry.dataset.name] = {{"rows", r.rows},           {"usable", r.usable},        {"skipped", r.skipped},
-                               {"truncated", r.truncated}, {"loss_token_share", share}, {"weight", entry.weight}};
+    out[entry.dataset.name] = {{"rows", r.rows},
+                               {"usable", r.usable},
+                               {"skipped", r.skipped},
+                               {"truncated", r.truncated},
+                               {"loss_token_share", share},
+                               {"weight", entry.weight},
+                               {"notes", {{"bbox_map_entries_ignored", r.bbox_map_ignored}}}};
     if (!o.json) {
       std::cout << entry.dataset.name << ": " << r.usable << " of " << r.rows << " samples usable, " << r.truncated
                 << " truncated, loss tokens " << static_cast<int>(share * 1000) / 10.0 << "% of tokens";
       for (const auto& [reason, n] : r.skipped) std::cout << ", " << n << " " << reason;
+      if (r.bbox_map_ignored > 0)
+        std::cout << "; note: " << r.bbox_map_ignored
+                  << " bbox_map entries left out (null, or a key that is not a frame index; the reference never "
+                     "draws them)";
       std::cout << "\n";
     }
   }

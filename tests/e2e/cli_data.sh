@@ -17,6 +17,7 @@ cat > train.jsonl <<'JSONL'
 {"image": "img0.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "assistant", "value": "Noise."}]}
 {"image": ["img1.jpg", "img2.jpg"], "conversations": [{"from": "human", "value": "<image> or <image>?"}, {"from": "assistant", "value": "Both."}]}
 {"video": "clip.mp4", "conversations": [{"from": "human", "value": "Describe."}, {"from": "assistant", "value": "Colour bars."}]}
+{"video": "clip.mp4", "bbox_map": {"0": [1, 1, 20, 20], "8": null, "x": [1, 1, 5, 5]}, "conversations": [{"from": "human", "value": "What is boxed?"}, {"from": "assistant", "value": "A bar."}]}
 {"text": "A caption without any image."}
 {"image": "nowhere.jpg", "text": "missing"}
 {broken json
@@ -50,11 +51,13 @@ out="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 --json)" |
 "$PY" - "$out" <<'PYCHECK' || fail "data check report: $out"
 import json, sys
 d = json.loads(sys.argv[1])["datasets"]["demo"]
-assert d["rows"] == 6 and d["usable"] == 4, d
+assert d["rows"] == 7 and d["usable"] == 5, d  # the region video with a null box and a key "x" is usable
+assert d["notes"] == {"bbox_map_entries_ignored": 2}, d
 assert d["skipped"] == {"bad_json": 1, "missing_file": 1}, d
 assert 0 < d["loss_token_share"] < 1, d
 PYCHECK
-"$PLM" data check recipe.yaml model.vision_model.image_size=28 >/dev/null 2>&1 || fail "text report failed"
+text="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 2>/dev/null)" || fail "text report failed"
+grep -q "note: 2 bbox_map entries left out" <<<"$text" || fail "the text report does not note the left-out boxes: $text"
 out="$("$PLM" data preview recipe.yaml model.vision_model.image_size=28 --n 4 --dump first.safetensors 2>/dev/null)" ||
   fail "data preview exited $?"
 grep -q '\[\[' <<<"$out" || fail "preview does not mark loss spans: $out"

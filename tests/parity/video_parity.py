@@ -114,7 +114,8 @@ def load_video(path, max_frames, s, e):
 
 
 def draw_boxes(frames, sample_pos, bbox_map):
-    bbox_dict_map = {i: bbox_map[str(p)] for i, p in enumerate(sample_pos) if str(p) in bbox_map}
+    # video_transform.py: a sampled frame gets the box of bbox_map[str(pos)] when that is present and not None.
+    bbox_dict_map = {i: bbox_map[str(p)] for i, p in enumerate(sample_pos) if bbox_map.get(str(p)) is not None}
     frames = frames.clone()
     for i in range(frames.shape[0]):
         if i in bbox_dict_map:

@@ -100,6 +100,15 @@ TEST_CASE("sample schema: the forms PLM reads") {
   CHECK(*v.start_time == 1.5);
   CHECK_FALSE(v.end_time.has_value());
   CHECK(v.bbox_map.at(30)[3] == 4.0);
+  CHECK(v.bbox_map_ignored == 0);
+  // Entries the reference never draws (bbox_map[str(p)] is None, or a key no str(p) can equal) are left out and
+  // counted; the sample stays usable.
+  const auto partial = parse_sample(R"({"video": "v.mp4", "text": "t", "bbox_map": {"3": [1, 2, 3, 4], "4": null,
+      "x": [1, 2, 3, 4], "07": [5, 6, 7, 8], "-1": [1, 1, 2, 2], "12": [9, 9, 10, 10], " 5": [1, 2, 3, 4]}})");
+  CHECK(partial.bbox_map.size() == 3);  // "3", "12" and "-1" (a frame index that is never sampled)
+  CHECK(partial.bbox_map.at(12)[0] == 9.0);
+  CHECK_FALSE(partial.bbox_map.count(7));
+  CHECK(partial.bbox_map_ignored == 4);
   const auto r = parse_sample(R"({"image": "i.jpg", "bbox": [[1, 2, 3, 4]], "width": 10, "height": 20, "text": "t"})");
   CHECK(r.bbox.size() == 1);
   CHECK(*r.width == 10);
@@ -113,7 +122,8 @@ TEST_CASE("sample schema: each broken form has its reason and names the line") {
   CHECK(reason_of(R"({"conversations": [{"from": "human", "value": 3}]})") == "bad_schema");
   CHECK(reason_of(R"({"conversations": [{"value": "x"}]})") == "bad_schema");
   CHECK(reason_of(R"({"text": "t", "bbox": [[1, 2, 3, 4]]})") == "bad_schema");
-  CHECK(reason_of(R"({"video": "v.mp4", "text": "t", "bbox_map": {"x": [1, 2, 3, 4]}})") == "bad_schema");
+  CHECK(reason_of(R"({"video": "v.mp4", "text": "t", "bbox_map": [1, 2, 3, 4]})") == "bad_schema");
+  CHECK(reason_of(R"({"video": "v.mp4", "text": "t", "bbox_map": {"3": [1, 2, 3]}})") == "bad_schema");
   CHECK(reason_of(R"({"image": [], "text": "t"})") == "bad_schema");
 }
 

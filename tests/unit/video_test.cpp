@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/safetensors.h"
+#include "plm/data/sample.h"
 #include "plm/media/boxes.h"
 #include "plm/media/frame_sampling.h"
 #include "plm/media/media_error.h"
@@ -210,13 +211,23 @@ TEST_CASE("read_clip, boxes and video_pixels equal the reference transform") {
     if (c.start) desc["start"] = *c.start;
     if (c.end) desc["end"] = *c.end;
     if (c.boxes) {
-      // Boxes on the second and last sampled frames, and one on a frame that was not sampled.
-      const int64_t w = clip.info.width, h = clip.info.height;
-      std::map<int64_t, std::array<double, 4>> bbox_map = {{clip.indices.at(1), {w * 0.1, h * 0.2, w * 0.6, h * 0.9}},
-                                                           {clip.indices.back(), {-3.5, 2.25, w + 10.0, h * 0.5}},
-                                                           {clip.indices.back() + 1, {0, 0, 10, 10}}};
-      draw_boxes_on_sampled_frames(clip, bbox_map);
-      for (const auto& [i, b] : bbox_map) desc["bbox_map"][std::to_string(i)] = b;
+      // A sample's bbox_map as a JSONL row writes it: boxes on the second and last sampled frames and on a frame
+      // that was not sampled, a null on the third, a key that is not a frame index and one that is not in its
+      // decimal form (both with boxes, which the reference never draws). Parsed by plm's sample reader, drawn,
+      // and drawn by the reference from the same JSON.
+      const double w = static_cast<double>(clip.info.width), h = static_cast<double>(clip.info.height);
+      const std::string second = std::to_string(clip.indices.at(1)), third = std::to_string(clip.indices.at(2));
+      nlohmann::json raw = {{second, {w * 0.1, h * 0.2, w * 0.6, h * 0.9}},
+                            {std::to_string(clip.indices.back()), {-3.5, 2.25, w + 10.0, h * 0.5}},
+                            {std::to_string(clip.indices.back() + 1), {0, 0, 10, 10}},
+                            {third, nullptr},
+                            {"first", {0, 0, w * 0.5, h * 0.5}},
+                            {"0" + third, {1, 1, w * 0.3, h * 0.3}}};
+      const plm::data::Sample sample =
+          plm::data::parse_sample(nlohmann::json{{"video", "v.mp4"}, {"text", "t"}, {"bbox_map", raw}}.dump());
+      CHECK(sample.bbox_map_ignored >= 2);  // "first" and "0<third>" (the null too, unless third is the last)
+      draw_boxes_on_sampled_frames(clip, sample.bbox_map);
+      desc["bbox_map"] = raw;
     }
     parity.put(name + "/indices", at::tensor(clip.indices, at::kLong));
     parity.put(name + "/frames", clip.frames);

@@ -101,11 +101,15 @@ Sample parse_sample(const std::string& line) {
     if (j.contains("end_time") && !j["end_time"].is_null()) s.end_time = number(j["end_time"], "end_time");
     if (j.contains("bbox_map") && !j["bbox_map"].is_null()) {
       if (!j["bbox_map"].is_object()) throw SampleError("bad_schema", "'bbox_map' must be an object.");
+      // The reference draws the box of each sampled frame p for which bbox_map[str(p)] is not None
+      // (docs/reference.md 4.5 step 6): other entries are never used, so they are left out, not fatal.
       for (const auto& [key, value] : j["bbox_map"].items()) {
         int64_t frame = 0;
         const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), frame);
-        if (ec != std::errc() || end != key.data() + key.size())
-          throw SampleError("bad_schema", "'bbox_map' key '" + key + "' is not a frame index.");
+        if (value.is_null() || ec != std::errc() || end != key.data() + key.size() || std::to_string(frame) != key) {
+          ++s.bbox_map_ignored;
+          continue;
+        }
         s.bbox_map[frame] = box(value, "bbox_map");
       }
     }

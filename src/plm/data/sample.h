@@ -25,8 +25,11 @@ struct Sample {
   std::optional<std::string> video;       // "video"
   std::optional<double> start_time, end_time;
   std::map<int64_t, std::array<double, 4>> bbox_map;  // frame index -> [x1, y1, x2, y2] pixels (video regions)
-  std::vector<std::array<double, 4>> bbox;            // [x, y, w, h] pixels, referenced as <|bboxK|> (image regions)
-  std::optional<double> width, height;                // required with bbox
+  // bbox_map entries that can never be drawn and are left out, as the reference never matches them: a null box, or
+  // a key that is not a frame index in its decimal form (str(index) in the reference: "7", not "07" or "x").
+  int64_t bbox_map_ignored = 0;
+  std::vector<std::array<double, 4>> bbox;  // [x, y, w, h] pixels, referenced as <|bboxK|> (image regions)
+  std::optional<double> width, height;      // required with bbox
 };
 
 /// Parses one JSON line. Non-string assistant values become Python's str() of them (PLM calls str(value)); a human

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -352,21 +354,27 @@ TEST_CASE("rank 0 exiting, which hosts the store, is named too", "[dist]") {
 }
 
 TEST_CASE("a live rank that skips a collective gives a timeout that blames no dead rank", "[dist]") {
-  const auto results = run_ranks(2, [](int rank, int port, std::ostream& out) {
+  // Rank 1 stays alive (heartbeating, not in the barrier) until rank 0 has its answer: an event, not a fixed time.
+  const std::string done =
+      (std::filesystem::temp_directory_path() / ("plm_dist_live_" + std::to_string(::getpid()))).string();
+  const auto results = run_ranks(2, [&done](int rank, int port, std::ostream& out) {
     World w(local_env(rank, 2, port), short_timeout(1500));
     if (rank == 1) {
-      std::this_thread::sleep_for(std::chrono::seconds(5));  // alive, heartbeating, but not in the barrier
+      while (!std::filesystem::exists(done)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
       return 0;
     }
+    int rc = 1;
     try {
       w.barrier();
+      out << "the barrier returned without rank 1";
     } catch (const DistError& e) {
       out << e.what();
-      return e.ranks().empty() && std::string(e.what()).find("every rank is alive") != std::string::npos ? 0 : 1;
+      rc = e.ranks().empty() && std::string(e.what()).find("every rank is alive") != std::string::npos ? 0 : 1;
     }
-    out << "the barrier returned without rank 1";
-    return 1;
+    std::ofstream{done};
+    return rc;
   });
+  std::filesystem::remove(done);
   INFO("rank 0: " << results[0].output);
   CHECK(exited_ok(results[0]));
   CHECK(exited_ok(results[1]));

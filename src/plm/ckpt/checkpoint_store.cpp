@@ -79,14 +79,6 @@ FileSum write_text(const fs::path& path, const std::string& text) {
   return {text.size(), static_cast<uint32_t>(::crc32_z(::crc32_z(0, nullptr, 0), bytes, text.size()))};
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError("cannot read '" + path.string() + "'.");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // "0000000500" -> 500; anything that is not all digits -> -1.
 int64_t step_of(const std::string& name) {
   if (name.empty() || name.size() > 18 ||
@@ -218,7 +210,7 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
       json files = json::object();
       for (int r = 0; r < world.size(); ++r) {
         const fs::path part = tmp / fmt::format("manifest.part-{}", r);
-        files.update(json::parse(read_text(part)));
+        files.update(json::parse(read_text(part.string())));
         fs::remove(part);
       }
       finish_folder(step, files, tmp, final_dir, old, root);
@@ -238,7 +230,7 @@ void CheckpointStore::verify(const std::string& dir) {
   if (!fs::exists(manifest_path)) throw CheckpointError("'" + dir + "' has no manifest.json: its save did not finish.");
   json files;
   try {
-    const json m = json::parse(read_text(manifest_path));
+    const json m = json::parse(read_text(manifest_path.string()));
     if (m.value("format", std::string()) != kFormat)
       throw CheckpointError("'" + manifest_path.string() + "' is not a \"" + kFormat + "\" manifest.");
     files = m.at("files");
@@ -321,8 +313,8 @@ CheckpointContents CheckpointStore::load(const std::string& dir) {
     c.optimizer = read_safetensors((d / "optimizer.safetensors").string());
   }
   if (fs::exists(d / "extra.safetensors")) c.extra = read_safetensors((d / "extra.safetensors").string());
-  c.params_json = read_text(d / "params.json");
-  c.train_state_json = read_text(d / "train_state.json");
+  c.params_json = read_text((d / "params.json").string());
+  c.train_state_json = read_text((d / "train_state.json").string());
   return c;
 }
 

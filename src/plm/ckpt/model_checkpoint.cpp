@@ -20,14 +20,6 @@ using nlohmann::json;
 namespace plm::ckpt {
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw CheckpointError("cannot read '" + p.string() + "'.");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 fs::path folder_of(const std::string& path) {
   return fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
 }
@@ -123,14 +115,14 @@ config::ModelArgs read_model_args(const std::string& path) {
   if (fs::exists(dir / "params.json")) {
     const fs::path file = dir / "params.json";
     // JSON is YAML: reuse the config loader (types, unknown keys) on the model section only.
-    YAML::Node root = YAML::Load(read_text(file));
+    YAML::Node root = YAML::Load(read_text(file.string()));
     config::Source source;
     source.root["model"] = root["model"] ? root["model"] : root;
     source.origin["model"] = file.string();
     return config::load_source(std::move(source)).args.model;
   }
   if (fs::exists(dir / "config.json"))
-    return model_args_from_hf_config(read_text(dir / "config.json"), (dir / "config.json").string());
+    return model_args_from_hf_config(read_text((dir / "config.json").string()), (dir / "config.json").string());
   throw CheckpointError("no params.json (PLM) or config.json (Hugging Face) in '" + dir.string() +
                         "': cannot tell the model's configuration.");
 }

@@ -24,6 +24,10 @@ struct CheckpointError : UserError {
   using UserError::UserError;
 };
 
+/// The whole file at `path` as bytes (params.json, config.json, manifests). Throws CheckpointError naming it when it
+/// cannot be read.
+std::string read_text(const std::string& path);
+
 /// Tensors by name, in insertion order (for a loaded file: the file's order), with constant-time lookup.
 /// Holds tensor handles: entries may share storage (tied weights, views), exactly as they were loaded or put.
 class TensorMap {

@@ -237,26 +237,21 @@ std::string likely_key(const std::string& name) {
   return "model.dim";
 }
 
-/// A stage start must not train a tensor from random because the checkpoint has another shape for it: as the
-/// reference, which raises on size mismatches, this refuses (missing tensors stay a warning, as there).
-void refuse_mismatches(const LoadReport& r, const std::vector<std::pair<std::string, std::string>>& why,
-                       const std::string& key, const std::string& origin) {
-  if (r.mismatched.empty()) return;
-  std::string list;
-  for (size_t i = 0; i < why.size() && i < 4; ++i) list += (i ? "; " : "") + why[i].first + " (" + why[i].second + "?)";
-  if (why.size() > 4) list += "; and " + std::to_string(why.size() - 4) + " more";
-  throw CheckpointError(key + " '" + origin + "' was written for another model configuration: " + list +
-                        ". Set the recipe's model keys to the checkpoint's (its params.json or config.json).");
-}
-
-/// load_weights, then refuse_mismatches with each mis-shaped tensor's likely key.
+/// load_weights, then a CheckpointError for any tensor the checkpoint has in another shape, naming each with the
+/// config key that likely differs: a stage start must not train such a tensor from random. The reference raises on
+/// size mismatches too; missing tensors stay a warning, as there (LayerScale at stage 2).
 LoadReport load_for_start(model::PerceptionLMImpl& model, const MappedTensors& weights, const std::string& key,
                           const std::string& origin) {
   const LoadReport r = load_weights(model, weights, false, origin);
-  std::vector<std::pair<std::string, std::string>> why;
-  for (const std::string& m : r.mismatched) why.emplace_back(m, likely_key(m.substr(0, m.find(':'))));
-  refuse_mismatches(r, why, key, origin);
-  return r;
+  if (r.mismatched.empty()) return r;
+  std::string list;
+  for (size_t i = 0; i < r.mismatched.size() && i < 4; ++i) {
+    const std::string& m = r.mismatched[i];  // "name: checkpoint [..] vs model [..]"
+    list += (i ? "; " : "") + m + " (" + likely_key(m.substr(0, m.find(':'))) + "?)";
+  }
+  if (r.mismatched.size() > 4) list += "; and " + std::to_string(r.mismatched.size() - 4) + " more";
+  throw CheckpointError(key + " '" + origin + "' was written for another model configuration: " + list +
+                        ". Set the recipe's model keys to the checkpoint's (its params.json or config.json).");
 }
 
 }  // namespace

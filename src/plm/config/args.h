@@ -193,7 +193,7 @@ struct DataArgs {
   bool show_first_batch = false;
   // plm's additions to PLM's DataloadArgs:
   std::string registry = "configs/datasets.yaml";  // the dataset registry (PLM hard-codes its own file)
-  bool pad_to_longest = false;                     // pad batches to their longest sample instead of model.max_seqlen
+  bool pad_to_longest = false;                     // pad batches to their longest sample, not model.max_seqlen
   bool strict = false;           // a sample that cannot be used stops the run instead of being skipped
   int64_t prefetch_batches = 4;  // batches decoded ahead of the trainer
   std::string val_datamix;       // held-out "name:weight,..." (data.registry) for the validation loss; "" = off

@@ -222,8 +222,8 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
     at::Tensor input = x.is_floating_point() ? x.detach().requires_grad_(input_grad) : x;
     at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::backward, unit);
     {
-      at::AutoGradMode grad_mode(
-          true);  // the engine runs backward with grad mode off (docs/ARCHITECTURE.md, sharding pitfall 1)
+      // The engine runs backward with grad mode off (docs/ARCHITECTURE.md, sharding pitfall 1).
+      at::AutoGradMode grad_mode(true);
       at::Tensor y = call->fn(input);
       if (y.requires_grad() && grad_out[0].defined()) torch::autograd::backward({y}, {grad_out[0]});
     }

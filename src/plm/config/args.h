@@ -167,7 +167,8 @@ struct ModelArgs {
     v("vision_model", vision_model);
     v("mlp_init", mlp_init);
     v("pooling_ratio", pooling_ratio);
-    v("remove_vision_class_token", remove_vision_class_token);
+    v("remove_vision_class_token", remove_vision_class_token,
+      "stored but never read by PLM's projector either: the vision tower drops the CLS row itself");
     v("attn_impl", attn_impl, "attention always runs through at::scaled_dot_product_attention");
   }
 };
@@ -209,7 +210,7 @@ struct DataArgs {
     v("vision_input_type", vision_input_type);
     v("num_workers", num_workers);
     v("tokenizer_path", tokenizer_path);
-    v("tokenizer_name", tokenizer_name);
+    v("tokenizer_name", tokenizer_name);  // not read: the kind comes from the tokenizer file (PLM's recipes set it)
     v("conversation_format", conversation_format);
     v("patch_size", patch_size, "unused in PLM too: the patch size comes from model.vision_model.patch_size");
     v("seq_len", seq_len, "unused in PLM too: the sequence length comes from model.max_seqlen");
@@ -259,7 +260,7 @@ struct OptimArgs {
     v("lr_min_ratio", lr_min_ratio);
     v("cycle_length", cycle_length);
     v("cosine_theta", cosine_theta);
-    v("annealing_step", annealing_step);
+    v("annealing_step", annealing_step, "declared but unused by PLM's schedulers too");
     v("decay_fraction", decay_fraction);
     v("exp_factor", exp_factor);
     v("loss_normalization", loss_normalization);
@@ -292,7 +293,7 @@ struct DistributedArgs {
   template <class V>
   void visit(V& v) {
     v("dp_shard", dp_shard);
-    v("dp_replicate", dp_replicate);
+    v("dp_replicate", dp_replicate, "recomputed as world size / dp_shard, as PLM does");
     v("tp_size", tp_size);
     v("selective_activation_checkpointing", selective_activation_checkpointing,
       "not implemented: PLM's recipes use full_activation_checkpointing");
@@ -364,7 +365,7 @@ struct CheckpointArgs {
     v("path", path);
     v("init_ckpt_path", init_ckpt_path);
     v("vision_model_path", vision_model_path);
-    v("is_consolidated_model", is_consolidated_model);
+    v("is_consolidated_model", is_consolidated_model);  // not read: the folder's files say its kind
     v("continue_training_from_init", continue_training_from_init, "declared but unused in PLM too");
   }
 };
@@ -383,7 +384,7 @@ struct LoggingArgs {
   void visit(V& v) {
     v("freq", freq);
     v("level", level);
-    v("acc_freq", acc_freq);
+    v("acc_freq", acc_freq, "not implemented yet: metrics are written at optimizer-step boundaries only");
     v("wandb", wandb, "there is no wandb client; metrics go to dump_dir/metrics.jsonl");
     v("peak_tflops", peak_tflops);
   }
@@ -400,12 +401,13 @@ struct ProfilerArgs {
 
   template <class V>
   void visit(V& v) {
-    v("run", run);
-    v("trace_folder", trace_folder);
-    v("mem_warmup", mem_warmup);
-    v("mem_steps", mem_steps);
-    v("profile_warmup", profile_warmup);
-    v("profile_steps", profile_steps);
+    constexpr const char* later = "the profiler is not implemented yet";
+    v("run", run, later);
+    v("trace_folder", trace_folder, later);
+    v("mem_warmup", mem_warmup, later);
+    v("mem_steps", mem_steps, later);
+    v("profile_warmup", profile_warmup, later);
+    v("profile_steps", profile_steps, later);
   }
 };
 

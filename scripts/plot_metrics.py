@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 PANELS = [  # (metrics.jsonl key, title, log scale)
-    ("loss/out", "training loss (mean over the logging window's loss tokens)", True),
+    ("loss/token_mean", "training loss (mean over each step's loss tokens)", True),
     ("optim/lr", "learning rate", False),
     ("speed/samples_per_s", "throughput (samples/s)", False),
 ]

@@ -7,6 +7,7 @@
 #include "plm/ckpt/safetensors.h"
 #include "plm/config/load.h"
 #include "plm/model/perception_lm.h"
+#include "plm/text/tokenizer.h"
 
 namespace plm::cli {
 namespace {
@@ -31,8 +32,19 @@ std::string grouped(int64_t n) {
 int info(const ModelOptions& o) {
   const std::string ext = std::filesystem::path(o.source).extension().string();
   const bool yaml = ext == ".yaml" || ext == ".yml";
-  const config::ModelArgs args =
-      yaml ? config::load_config(o.source, o.overrides).args.model : ckpt::read_model_args(o.source);
+  config::ModelArgs args;
+  if (yaml) {
+    const config::TrainArgs train = config::load_config(o.source, o.overrides).args;
+    args = train.model;
+    if (args.vocab_size == -1) {  // the tokenizer's size, as plm train fills it
+      if (!train.data.tokenizer_path)
+        throw config::ConfigError(o.source + ": model.vocab_size is -1 (the tokenizer's size) but data.tokenizer_path "
+                                             "is not set.");
+      args.vocab_size = text::load_tokenizer(*train.data.tokenizer_path)->vocab_size();
+    }
+  } else {
+    args = ckpt::read_model_args(o.source);
+  }
   // The meta device gives every shape without allocating: an 8B model costs nothing here.
   model::PerceptionLM m(args, at::TensorOptions().device(at::kMeta));
   m->train();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Multi-process training on Gloo: full_shard on 2 and 3 ranks (3 forces padding)
-# and no_shard on 2 give the 1-rank losses over 20 steps (fp32 within 1e-5 relative, bf16 within 2e-2); each rank's
-# parameters + gradients + optimizer state are total/N plus padding; a 3-rank checkpoint resumed on 2 ranks
+# Multi-process training on Gloo: full_shard on 2 and 3 ranks (3 forces padding) and no_shard on 2 give the 1-rank
+# losses over 20 steps (fp32 within 1e-5 relative, also with DropPath on; bf16 within 2e-2); each rank's parameters
+# + gradients + optimizer state are total/N plus padding; a 3-rank checkpoint resumed on 2 ranks
 # continues the same global data stream and losses; torchrun and plm launch agree; a mix of text-only, image and
 # video samples trains on 2 ranks; a rank killed with SIGKILL ends the other with a message naming it.
 # Usage: tests/e2e/cli_dist_train.sh path/to/plm   (run from the repository root)
@@ -38,7 +38,7 @@ run() {
     fail "$name did not finish"; tail -20 "$name.log"
   fi
 }
-# Compares loss/out step by step: compare A B REL_TOL [FIRST_STEP]
+# Compares loss/token_mean (the step's loss over all its tokens) step by step: compare A B REL_TOL [FIRST_STEP]
 compare() {
   "$PY" - "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$3" "${4:-1}" <<'PY' || fail "losses of $1 and $2 differ"
 import json, sys
@@ -46,7 +46,7 @@ def losses(path):
     out = {}
     for line in open(path):
         r = json.loads(line)
-        if "loss/out" in r: out[r["global_step"]] = r["loss/out"]
+        if "loss/token_mean" in r: out[r["global_step"]] = r["loss/token_mean"]
     return out
 a, b, tol, first = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 steps = [s for s in sorted(a) if s >= first]
@@ -68,6 +68,53 @@ compare noshard1 shard1 1e-5
 compare noshard1 shard2 1e-5
 compare noshard1 shard3 1e-5
 compare noshard1 noshard2 1e-5
+# DropPath on: its masks are keyed by each sample's global stream slot, so 2 ranks draw 1 rank's masks.
+droppath="model.vision_model.drop_path=0.1 model.vision_model.ls_init_value=0.1"
+run droppath1 1 distributed.fsdp_type=no_shard $droppath
+run droppath2 2 $droppath
+compare droppath1 droppath2 1e-5
+# The metrics keep the reference's meanings (docs/metrics.md), checked against values computed its way from the
+# per-rank micro-batch losses this run logs at debug level: 2 ranks x 2 micro-batches per step.
+run metrics2 2 grad_acc_steps=2 steps=4 logging.level=DEBUG data.batch_size=2
+"$PY" - "$tmp/metrics2" metrics2.log <<'PY' || fail "metrics do not mean what the reference's mean"
+import json, re, sys, glob
+from collections import defaultdict
+rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
+params = json.load(open(sorted(glob.glob(f"{sys.argv[1]}/checkpoints/*/params.json"))[-1]))
+log = open(sys.argv[2]).read()
+micro = defaultdict(dict)  # (step, micro-batch) -> {rank: (loss, tokens)}
+for m in re.finditer(r"\[(\d+)\].*step (\d+) micro-batch (\d+): loss (\S+) over (\d+) loss tokens", log):
+    r, s, a, loss, n = m.groups()
+    micro[(int(s), int(a))][int(r)] = (float(loss), int(n))
+total_params = int(re.search(r"model parameters: (\d+) total", log).group(1))
+W, G, B, S = 2, 2, 2, params["model"]["max_seqlen"]
+m = params["model"]
+flops_per_token = 6 * (total_params - m["vocab_size"] * m["dim"]) + 3.5 * (4 * m["n_layers"] * S * m["dim"] // 2)
+assert len(rows) == 4, len(rows)
+def close(a, b, tol=1e-6):
+    return abs(a - b) <= tol * max(abs(a), abs(b), 1e-12)
+for row in rows:
+    s = row["global_step"]
+    last = micro[(s, G)]
+    assert sorted(last) == [0, 1], (s, last)
+    # loss/out: the last micro-batch's token mean, averaged over ranks (PLM's dist_mean of loss.item()).
+    want_out = sum(l for l, _ in last.values()) / W
+    # loss/token_mean: every micro-batch of the step on every rank, weighted by its loss tokens.
+    pairs = [p for a in range(1, G + 1) for p in micro[(s, a)].values()]
+    want_mean = sum(l * n for l, n in pairs) / sum(n for _, n in pairs)
+    assert close(row["loss/out"], want_out), (s, row["loss/out"], want_out)
+    assert close(row["loss/token_mean"], want_mean), (s, row["loss/token_mean"], want_mean)
+    # optim/total_tokens: dp_degree x (grad_acc x step + acc_step) x batch_size x max_seqlen, global.
+    assert row["optim/total_tokens"] == W * (G * s + row["acc_step"]) * B * S, row["optim/total_tokens"]
+    # speed/wps per GPU (rank 0's tokens), speed/FLOPS = PLM's flops_per_token x wps, both per GPU.
+    assert close(row["speed/wps"] * W, row["speed/wps_global"]), (row["speed/wps"], row["speed/wps_global"])
+    assert close(row["speed/FLOPS"], flops_per_token * row["speed/wps"]), (row["speed/FLOPS"], flops_per_token)
+    # curr_iter_time / data_load_time: one micro-batch, within the whole step's figures.
+    assert 0 < row["speed/curr_iter_time"] <= row["speed/step_time"], row
+    assert 0 <= row["speed/data_load_time"] <= row["speed/step_data_time"], row
+print(f"metrics of a 2-rank x 2-micro-batch run: 4 records match the reference's definitions "
+      f"(loss/out {rows[-1]['loss/out']:.5f} vs token mean {rows[-1]['loss/token_mean']:.5f})")
+PY
 run bf16_1 1 distributed.model_dtype=bf16
 run bf16_2 2 distributed.model_dtype=bf16
 compare bf16_1 bf16_2 2e-2

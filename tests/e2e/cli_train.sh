@@ -44,7 +44,8 @@ keys = {"global_step", "acc_step", "speed/wps", "speed/FLOPS", "speed/curr_iter_
         "optim/grad_norm", "optim/lr", "optim/total_tokens", "memory/max_active_gib", "memory/max_active_pct",
         "memory/max_reserved_gib", "memory/max_reserved_pct", "memory/num_alloc_retries", "memory/num_ooms",
         "memory/power_draw", "loss/out", "created_at", "speed/mfu", "speed/loss_tokens_per_s", "speed/samples_per_s",
-        "speed/model_flops_per_s", "speed/data_wait_frac"}
+        "speed/model_flops_per_s", "speed/data_wait_frac", "speed/wps_global", "speed/step_time",
+        "speed/step_data_time", "loss/token_mean"}
 for r in rows:
     missing = keys - set(r)
     assert not missing, missing

@@ -108,7 +108,7 @@ TEST_CASE("cached decode steps give the logits of a full forward for a right-pad
   at::InferenceMode guard;
   infer::KVCache cache(*m, 3, 13 + 4);
   const auto rope = infer::rope_table(*m, cache.capacity());
-  model::ModelInputs in{batch.tokens, batch.pixels, batch.tokens == kImage, {}};
+  model::ModelInputs in{batch.tokens, batch.pixels, batch.tokens == kImage, {}, {}};
   at::Tensor h = m->hidden_cached(m->embed(in), model::CachedStep::prefill(rope, 3, 13), cache.layers());
   std::vector<std::vector<text::TokenId>> fed(3);
   for (int64_t t = 0; t < 4; ++t) {
@@ -124,7 +124,7 @@ TEST_CASE("cached decode steps give the logits of a full forward for a right-pad
     for (int64_t b = 0; b < 3; ++b)
       fed[static_cast<size_t>(b)].push_back(static_cast<text::TokenId>(next[b][0].item<int64_t>()));
     const at::Tensor positions = (batch.lengths + t).unsqueeze(1);
-    h = m->hidden_cached(m->embed({next, {}, {}, {}}), model::CachedStep::at(rope, positions), cache.layers());
+    h = m->hidden_cached(m->embed({next, {}, {}, {}, {}}), model::CachedStep::at(rope, positions), cache.layers());
   }
 }
 

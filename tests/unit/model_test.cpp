@@ -2,9 +2,13 @@
 #include "torch_catch.h"
 
 #include <map>
+#include <set>
 
+#include "plm/common/counter_hash.h"
 #include "plm/config/load.h"
+#include "plm/data/collate.h"
 #include "plm/model/init.h"
+#include "plm/model/model_inputs.h"
 #include "plm/model/perception_lm.h"
 #include "plm/ops/ops.h"
 
@@ -196,6 +200,63 @@ TEST_CASE("DropPath: off in eval, per-sample masks in training, same masks give 
   CHECK_FALSE(at::equal(v.forward(images), v.forward(images)));                          // fresh masks each call
 }
 
+TEST_CASE("DropPath with keys: an image's masks are a function of its key alone, kept at the keep rate") {
+  const double drop = GENERATE(0.1, 0.5);
+  at::manual_seed(2);
+  model::PerceptionLM m(model_args("tiny", {"model.vision_model.drop_path=" + std::to_string(drop),
+                                            "model.vision_model.ls_init_value=0.1"}));
+  auto& v = *m->vision_model;
+  v.train();
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 2000; ++i) keys.push_back(plm::counter_hash(99, static_cast<uint64_t>(i), 7));
+  const at::Generator gen = at::detail::getDefaultCPUGenerator();
+  const at::Tensor before = gen.get_state();
+  const auto all = v.draw_drop_path(2000, at::kFloat, keys);
+  CHECK(at::equal(gen.get_state(), before));  // no draw from the generator
+  REQUIRE(all.size() == 2);
+  const double keep = 1 - drop;
+  for (const auto& masks : all)
+    for (const at::Tensor& t : {masks.attn, masks.mlp}) {
+      CHECK(t.sizes() == at::IntArrayRef{2000, 1, 1});
+      const at::Tensor kept = t > 0;
+      CHECK(at::allclose(t.index({kept}), at::full({1}, 1 / keep)));  // timm: kept rows scaled by 1/keep
+      // 2000 draws: the kept fraction is within 5 standard deviations of the keep rate.
+      CHECK(std::abs(kept.to(at::kDouble).mean().item<double>() - keep) < 5 * std::sqrt(keep * (1 - keep) / 2000));
+    }
+  CHECK_FALSE(at::equal(all[0].attn, all[0].mlp));  // branches and blocks draw independently
+  CHECK_FALSE(at::equal(all[0].attn, all[1].attn));
+  // Any subset in any order (another rank, micro-batch or batch size) gets the same masks for the same keys.
+  const std::vector<size_t> picked = {1999, 3, 500, 3};
+  std::vector<uint64_t> some;
+  for (const size_t i : picked) some.push_back(keys[i]);
+  const auto part = v.draw_drop_path(4, at::kFloat, some);
+  for (size_t j = 0; j < 2; ++j)
+    for (size_t r = 0; r < picked.size(); ++r) {
+      CHECK(part[j].attn[r].item<float>() == all[j].attn[picked[r]].item<float>());
+      CHECK(part[j].mlp[r].item<float>() == all[j].mlp[picked[r]].item<float>());
+    }
+  CHECK_THROWS(v.draw_drop_path(3, at::kFloat, some));  // one key per image
+}
+
+TEST_CASE("drop_path_keys: one key per chunk, from (seed, step, stream slot, chunk) only") {
+  data::Batch a, b;
+  a.num_chunks = {2, 1};
+  a.slots = {10, 11};
+  b.num_chunks = {1, 3, 2};
+  b.slots = {11, 7, 10};  // slot 10 and 11 again, elsewhere in another batch
+  const auto ka = model::drop_path_keys(a, 42, 5), kb = model::drop_path_keys(b, 42, 5);
+  REQUIRE(ka.size() == 3);
+  REQUIRE(kb.size() == 6);
+  CHECK(ka[0] == kb[4]);  // slot 10 chunk 0
+  CHECK(ka[1] == kb[5]);  // slot 10 chunk 1
+  CHECK(ka[2] == kb[0]);  // slot 11 chunk 0
+  CHECK(std::set<uint64_t>(kb.begin(), kb.end()).size() == 6);
+  CHECK(model::drop_path_keys(a, 42, 6)[0] != ka[0]);  // another step
+  CHECK(model::drop_path_keys(a, 43, 5)[0] != ka[0]);  // another seed
+  a.slots.pop_back();
+  CHECK_THROWS(model::drop_path_keys(a, 42, 5));
+}
+
 TEST_CASE("activation checkpointing gives the gradients of the plain graph, DropPath and frozen towers included") {
   for (const bool freeze : {false, true}) {
     INFO("frozen decoder and vision: " << freeze);
@@ -262,4 +323,12 @@ TEST_CASE("init: decoder reproducible from model.seed, projector biases drawn to
   CHECK(bias.abs().max().item<double>() <= 3 * std + 1e-6);
   CHECK(
       at::equal(a->vision_model->resblocks->ptr(0)->as<model::VisionBlockImpl>()->attn->in_proj_bias, at::zeros({96})));
+  // init_base_std sets the blocks' std only; the embedding and untied output keep dim^-0.5, as PLM's.
+  model::PerceptionLM c(model_args("tiny", {"model.vocab_size=500", "model.init_base_std=0.02",
+                                            "model.weight_tying=false"}));
+  model::init_all(*c);
+  CHECK(c->tok_embeddings.std().item<double>() == Approx(std * 0.9866).epsilon(0.02));
+  CHECK(c->output.std().item<double>() == Approx(std * 0.9866).epsilon(0.02));
+  const at::Tensor wq = c->layers[0]->as<model::TransformerBlockImpl>()->attention->wq->weight;
+  CHECK(wq.std().item<double>() == Approx(0.02 * 0.9866).epsilon(0.05));
 }

@@ -1,14 +1,20 @@
 // The training loop: exact resume (at and inside an accumulation window, bf16 + activation checkpointing +
-// DropPath), accumulation invariance under global_tokens, the NaN guard, and that a tiny model learns.
+// DropPath), accumulation invariance under global_tokens (DropPath on), the NaN guard, and that a tiny model learns.
 #include "torch_catch.h"
 
 #include <cmath>
 
+#include <ATen/Context.h>
+#include <torch/csrc/autograd/anomaly_mode.h>
+
+#include "plm/ckpt/model_checkpoint.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/config/load.h"
+#include "plm/text/tokenizer.h"
 #include "plm/train/signals.h"
 #include "plm/train/trainer.h"
 #include "scratch.h"
+#include "test_helpers.h"
 
 using namespace plm;
 
@@ -118,17 +124,22 @@ TEST_CASE("resume is bit-exact at a step boundary and inside an accumulation win
   }
 }
 
-TEST_CASE("global_tokens: batch 4 x 1, 2 x 2 and 1 x 4 give the same update") {
+TEST_CASE("global_tokens: batch 4 x 1, 2 x 2 and 1 x 4 give the same update, DropPath on, no generator drawn") {
   Scratch s("plm_trainer");
   write_toy_data(s);
   // The step's fp32 gradient, read back from the checkpoint: AdamW's first exp_avg = (1 - beta1) g. (Adam's
   // normalised update would turn rounding noise in near-zero gradients into full-size steps.)
   auto gradient = [&](int64_t batch, int64_t acc, const std::string& norm) {
     const std::string dump = norm + std::to_string(batch) + "x" + std::to_string(acc);
+    // DropPath masks are a function of each sample's stream slot, so every split draws the same ones.
     train::Trainer t(toy_args(s, dump,
                               {"data.batch_size=" + std::to_string(batch), "grad_acc_steps=" + std::to_string(acc),
-                               "steps=1", "optim.loss_normalization=" + norm}));
+                               "steps=1", "optim.loss_normalization=" + norm, "model.vision_model.drop_path=0.3",
+                               "model.vision_model.ls_init_value=0.1"}));
+    const at::Generator gen = at::detail::getDefaultCPUGenerator();
+    const at::Tensor before = gen.get_state();
     const auto out = t.run();
+    CHECK(at::equal(gen.get_state(), before));  // a step draws no random numbers from the generator
     std::map<std::string, at::Tensor> g;
     for (const auto& [name, tensor] : ckpt::read_safetensors(out.checkpoint + "/optimizer.safetensors"))
       if (name.size() > 8 && name.substr(name.size() - 8) == ".exp_avg") g[name] = tensor / 0.1;
@@ -153,6 +164,61 @@ TEST_CASE("global_tokens: batch 4 x 1, 2 x 2 and 1 x 4 give the same update") {
   CHECK(worst < 1e-5);
   // PLM's reference normalisation weighs micro-batches, not tokens: with unequal loss tokens it differs.
   CHECK(reference_worst > 1e-2);
+}
+
+TEST_CASE("model.vocab_size -1 takes the tokenizer's size and any other size is refused before training") {
+  Scratch s("plm_trainer");
+  write_toy_data(s);
+  const int64_t n_words = text::load_tokenizer(PLM_SOURCE_DIR "/tests/fixtures/llama3/tokenizer.model")->vocab_size();
+  {
+    train::Trainer t(toy_args(s, "filled", {"model.vocab_size=-1", "steps=1"}));
+    CHECK(weights(t).at("tok_embeddings.weight").size(0) == n_words);
+    const auto out = t.run();
+    CHECK(ckpt::read_model_args(out.checkpoint).vocab_size == n_words);
+    CHECK(config::load_config(s.path("filled/config.yaml")).args.model.vocab_size == n_words);
+  }
+  for (const int64_t wrong : {n_words + 1, n_words - 1, n_words + 64}) {
+    const std::string msg = error_of<config::ConfigError>(
+        [&] { train::Trainer(toy_args(s, "wrong", {"model.vocab_size=" + std::to_string(wrong)})); });
+    CHECK_THAT(msg, Catch::Contains("model.vocab_size is " + std::to_string(wrong)));
+    CHECK_THAT(msg, Catch::Contains(std::to_string(n_words) + " tokens"));
+  }
+}
+
+TEST_CASE("matmul_allow_tf32, detect_anomaly, show_first_batch and dp_shard act as PLM's keys do") {
+  Scratch s("plm_trainer");
+  write_toy_data(s);
+  for (const bool tf32 : {true, false}) {
+    train::Trainer t(toy_args(s, "tf32", {"distributed.matmul_allow_tf32=" + std::string(tf32 ? "true" : "false")}));
+    CHECK(at::globalContext().allowTF32CuBLAS() == tf32);
+  }
+  {  // the first batch, decoded on rank 0, image and padding runs shortened
+    train::Trainer t(toy_args(s, "shown", {"data.show_first_batch=true", "steps=1"}));
+    t.run();
+    std::ifstream in(s.path("shown/train.log"));
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK_THAT(log, Catch::Contains("Input text: \n<|begin_of_text|>"));
+    CHECK_THAT(log, Catch::Matches("(.|\n)*<\\|image\\|>\\.\\.x[0-9]+(.|\n)*"));
+    CHECK_THAT(log, Catch::Contains("Label text: \n"));
+    CHECK_THAT(log, Catch::Matches("(.|\n)*<\\|end_of_text\\|>\\.\\.x[0-9]+(.|\n)*"));
+    CHECK(log.find("Input text:") == log.rfind("Input text:"));  // once
+  }
+  {  // anomaly mode names the backward op that produced the first NaN, before the NaN guard sees the loss
+    std::string msg;
+    try {
+      train::Trainer t(toy_args(s, "anomaly", {"distributed.detect_anomaly=true", "optim.lr=1e30", "optim.warmup=0",
+                                               "optim.scheduler=constant", "optim.clip=0", "steps=4"}));
+      t.run();
+    } catch (const std::exception& e) {
+      msg = e.what();
+    }
+    CHECK_THAT(msg, Catch::Contains("returned nan values"));
+    torch::autograd::AnomalyMode::set_enabled(false);
+  }
+  const std::string hsdp = error_of<config::ConfigError>(
+      [&] { train::Trainer(toy_args(s, "hsdp", {"distributed.dp_shard=2", "distributed.fsdp_type=full_shard"})); });
+  CHECK_THAT(hsdp, Catch::Contains("distributed.dp_shard is 2 on 1 ranks"));
+  CHECK_THAT(hsdp, Catch::Contains("HSDP"));
 }
 
 TEST_CASE("a non-finite loss aborts naming the step and samples, or is skipped") {

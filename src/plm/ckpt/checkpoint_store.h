@@ -6,7 +6,7 @@
 // instead of the three .safetensors, see ckpt/sharded.h):
 //   model.safetensors      fp32 master weights, PLM's parameter names (docs/reference.md 1.6)
 //   optimizer.safetensors  AdamW state ("<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step")
-//   extra.safetensors      whatever else resumes exactly: partially accumulated gradients, RNG states (optional)
+//   extra.safetensors      whatever else resumes exactly: partially accumulated gradients (optional)
 //   params.json            the whole resolved TrainArgs, as PLM writes it
 //   train_state.json       step, acc_step, scheduler, data-loader state, ... (the trainer's JSON, kept verbatim)
 //   manifest.json          {"format": "plm-checkpoint-1", "step": N, "files": {name: {"bytes": n, "crc32": c}}}

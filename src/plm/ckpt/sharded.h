@@ -5,7 +5,7 @@
 //   model.shard-RRRRR-of-WWWWW.safetensors       rank R's fp32 shard of every unit, by unit name
 //   optimizer.shard-RRRRR-of-WWWWW.safetensors   rank R's AdamW state: "<unit>.exp_avg", "<unit>.exp_avg_sq",
 //                                                "<unit>.step" (0-d)
-//   extra.shard-RRRRR-of-WWWWW.safetensors       rank R's RNG state and partly accumulated gradients "grad.<unit>"
+//   extra.shard-RRRRR-of-WWWWW.safetensors       rank R's partly accumulated gradients "grad.<unit>"
 // Any world size reads it back: read_flat_range() assembles a range of a unit's flat buffer from the old shards
 // (resharding), and unflatten() rebuilds the named full tensors (consolidation).
 #pragma once
@@ -53,7 +53,7 @@ class ShardedCheckpointReader {
   at::Tensor read_flat_range(const std::string& kind, const dist::UnitLayout& unit, const std::string& key,
                              int64_t begin, int64_t length);
 
-  /// The tensor `key` of rank `rank`'s `kind` file, or nullptr (for per-rank entries such as RNG states).
+  /// The tensor `key` of rank `rank`'s `kind` file, or nullptr (for per-rank entries).
   const at::Tensor* find(const std::string& kind, int rank, const std::string& key);
 
  private:

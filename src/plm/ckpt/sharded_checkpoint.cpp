@@ -115,8 +115,6 @@ ShardedRestore restore_sharded(const std::string& dir, const dist::ShardLayout& 
                 : read("extra", unit, "", begin, length);
     if (grad.defined()) out.extra.insert("grad." + unit.name, grad);
   }
-  const at::Tensor* rng = sharded ? reader->find("extra", rank, "rng.cpu") : plain.extra.find("rng.cpu");
-  if (rng && (sharded || rank == 0)) out.extra.insert("rng.cpu", *rng);
   return out;
 }
 
@@ -137,7 +135,6 @@ CheckpointContents as_plain(const std::string& dir) {
       for (const dist::FlatParameter& p : unit.parameters) c.optimizer.insert(p.name + ".step", *step);
     split("extra", "grad." + unit.name, "grad.", "", c.extra);
   }
-  if (const at::Tensor* rng = reader.find("extra", 0, "rng.cpu")) c.extra.insert("rng.cpu", *rng);
   const CheckpointContents texts = CheckpointStore::load(dir);
   c.params_json = texts.params_json;
   c.train_state_json = texts.train_state_json;

@@ -16,7 +16,7 @@ namespace plm::ckpt {
 
 /// This rank's part of a checkpoint: its model, optimizer and extra shard files. `shards` are this rank's fp32
 /// shards of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its trainable
-/// shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` RNG states and partly accumulated
+/// shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` its partly accumulated
 /// gradients "grad.<unit>". Rank 0 also writes shards.json and the `texts` (params.json, train_state.json).
 RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedTensors& shards,
                                    const NamedTensors& optimizer_state, TensorMap extra, int rank,
@@ -25,8 +25,7 @@ RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedT
 /// What restore_sharded() read besides the shards.
 struct ShardedRestore {
   NamedTensors optimizer_state;  // for AdamW::load_state: this rank's part, resharded
-  /// "rng.cpu" when the checkpoint has one for this rank, and "grad.<unit>" (resharded) when it was saved inside an
-  /// accumulation window.
+  /// "grad.<unit>" (resharded) when it was saved inside an accumulation window.
   TensorMap extra;
 };
 
@@ -37,7 +36,7 @@ ShardedRestore restore_sharded(const std::string& dir, const dist::ShardLayout& 
                                int rank);
 
 /// A sharded checkpoint as a single process's contents: full named parameters, per-parameter AdamW state,
-/// rank 0's RNG and full partly accumulated gradients; params.json and train_state.json as they are.
+/// the full partly accumulated gradients; params.json and train_state.json as they are.
 CheckpointContents as_plain(const std::string& dir);
 
 }  // namespace plm::ckpt

@@ -53,8 +53,8 @@ void check_model(const ModelArgs& m, Checker& c) {
             "must be larger than model.low_freq_factor");
   c.one_of(m.init_std_factor, "model.init_std_factor", {"disabled", "global_depth", "current_depth", "dim_ratio"});
   c.at_least<int64_t>(m.max_seqlen, 1, "model.max_seqlen");
-  c.require(m.vocab_size > 0, "model.vocab_size",
-            "must be set to the tokenizer's vocabulary size (128256 for Llama 3)");
+  c.require(m.vocab_size > 0 || m.vocab_size == -1, "model.vocab_size",
+            "must be the tokenizer's vocabulary size (128256 for Llama 3), or -1 to take it from the tokenizer");
   c.require(!m.sliding_window, "model.sliding_window", "must be null: PLM uses full causal attention");
   c.one_of(m.attn_impl, "model.attn_impl", {"sdpa", "flex_attention", "fmha"});
   c.at_least<int64_t>(m.pooling_ratio, 1, "model.pooling_ratio");

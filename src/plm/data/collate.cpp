@@ -30,6 +30,7 @@ Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int6
     batch.media_type.push_back(s.media_type);
     batch.num_chunks.push_back(s.media.size(0));
     batch.sample_ids.push_back(s.id);
+    batch.slots.push_back(s.slot);
   }
   batch.loss_mask = labels != -1;
   batch.input_ids = input.masked_fill(input == -1, pad_id);
@@ -37,6 +38,34 @@ Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int6
   batch.images = at::cat(media, 0);
   batch.chunk_has_text = at::cat(text_flags, 0);
   return batch;
+}
+
+std::vector<std::string> decoded_rows(const at::Tensor& ids, const text::Tokenizer& tokenizer) {
+  std::vector<std::string> rows;
+  const at::Tensor cpu = ids.to(at::kCPU, at::kLong).contiguous();
+  for (int64_t b = 0; b < cpu.size(0); ++b) {
+    const int64_t* p = cpu[b].data_ptr<int64_t>();
+    std::string text = tokenizer.decode(std::vector<text::TokenId>(p, p + cpu.size(1)));
+    for (const std::string token : {"<|end_of_text|>", "<|image|>"}) {
+      std::string out;
+      for (size_t at = 0; at < text.size();) {
+        size_t n = 0;
+        while (text.compare(at + n * token.size(), token.size(), token) == 0) ++n;
+        if (n >= 2) {
+          out += token + "..x" + std::to_string(n);
+          at += n * token.size();
+        } else if (n == 1) {
+          out += token;
+          at += token.size();
+        } else {
+          out += text[at++];
+        }
+      }
+      text = std::move(out);
+    }
+    rows.push_back(std::move(text));
+  }
+  return rows;
 }
 
 }  // namespace plm::data

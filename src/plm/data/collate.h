@@ -18,10 +18,15 @@ struct Batch {
   std::vector<std::string> media_type;
   std::vector<int64_t> num_chunks;
   std::vector<std::string> sample_ids;  // ProcessedSample::id of each row
+  std::vector<int64_t> slots;           // ProcessedSample::slot of each row: its global index in the sample stream
 };
 
 /// Collates; `pad_id` replaces every unset input and label (PLM: 128001, <|end_of_text|>). A sample longer than
 /// L + 1 tokens cannot happen (truncation keeps it within seq_len).
 Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int64_t pad_id, bool pad_to_longest);
+
+/// Each row of `ids` (int64 [B, L]) decoded, runs of two or more `<|end_of_text|>` or `<|image|>` shortened to
+/// "<|image|>..xN" (PLM's show_first_batch: MllmPaddingCollator.prettify_decoded_text).
+std::vector<std::string> decoded_rows(const at::Tensor& ids, const text::Tokenizer& tokenizer);
 
 }  // namespace plm::data

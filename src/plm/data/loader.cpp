@@ -100,6 +100,7 @@ struct DataLoader::Impl {
         try {
           result = process(c);
           result.id = mix[c.dataset].dataset.name + "#" + std::to_string(c.row);
+          result.slot = job.slot;
           break;
         } catch (const SampleError& e) {
           count_skip(c, e);

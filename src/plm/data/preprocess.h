@@ -49,7 +49,8 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
-  std::string id;  // "dataset#row" (set by the loader), for messages about the sample
+  std::string id;     // "dataset#row" (set by the loader), for messages about the sample
+  int64_t slot = -1;  // the global stream slot it fills (set by the loader; data/stream.h), -1 outside training
 };
 
 /// A Sample's way into the model (PLM's VisionPreprocessor + PLMTokenizer): holds the tokenizer and the image and

@@ -7,13 +7,6 @@
 
 namespace plm::data {
 
-uint64_t stream_hash(uint64_t seed, uint64_t a, uint64_t b) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (a + 1) + 0xD1B54A32D192ED03ULL * (b + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
 std::string StreamState::to_json() const {
   return nlohmann::json{{"slot", slot}, {"cursors", cursors}}.dump();
 }
@@ -49,7 +42,7 @@ int SampleStream::pick_dataset(uint64_t hash) const {
 }
 
 Candidate SampleStream::next() {
-  const int d = pick_dataset(stream_hash(seed_, static_cast<uint64_t>(state_.slot), 0));
+  const int d = pick_dataset(counter_hash(seed_, static_cast<uint64_t>(state_.slot), 0));
   const int64_t row = state_.cursors[d] % sizes_[d];
   ++state_.cursors[d];
   ++state_.slot;
@@ -57,9 +50,9 @@ Candidate SampleStream::next() {
 }
 
 Candidate SampleStream::spare(int64_t slot, int attempt) const {
-  const uint64_t h = stream_hash(seed_, static_cast<uint64_t>(slot), static_cast<uint64_t>(attempt));
+  const uint64_t h = counter_hash(seed_, static_cast<uint64_t>(slot), static_cast<uint64_t>(attempt));
   const int d = pick_dataset(h);
-  const uint64_t r = stream_hash(seed_ ^ 0x5DEECE66DULL, static_cast<uint64_t>(slot), static_cast<uint64_t>(attempt));
+  const uint64_t r = counter_hash(seed_ ^ 0x5DEECE66DULL, static_cast<uint64_t>(slot), static_cast<uint64_t>(attempt));
   return {d, static_cast<int64_t>(r % static_cast<uint64_t>(sizes_[d]))};
 }
 

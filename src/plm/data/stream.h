@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "plm/common/counter_hash.h"  // the stream's source of randomness
+
 namespace plm::data {
 
 /// A (dataset, row) to read.
@@ -51,8 +53,5 @@ class SampleStream {
   uint64_t seed_;
   StreamState state_;
 };
-
-/// splitmix64 of a combination of the arguments: the stream's source of randomness (stable across platforms).
-uint64_t stream_hash(uint64_t seed, uint64_t a, uint64_t b);
 
 }  // namespace plm::data

@@ -41,7 +41,9 @@ void trunc_normal_(at::Tensor& t, double mean, double std, double a, double b, c
 void init_decoder(PerceptionLMImpl& m) {
   const at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(m.args.seed));
   const auto& d = m.dims;
-  const double base = m.args.init_base_std.value_or(std::pow(static_cast<double>(d.dim), -0.5));
+  // PLM's LMTransformer.reset_parameters is called without an init_std: the embedding and output ignore
+  // init_base_std (docs/reference.md 1.5); only the blocks use it.
+  const double base = std::pow(static_cast<double>(d.dim), -0.5);
   fill(m.norm->weight, [](at::Tensor& c) { c.fill_(1.0); });
   trunc_normal(m.tok_embeddings, base, 3 * base, gen);
   if (m.output.defined()) trunc_normal(m.output, base, 3 * base, gen);

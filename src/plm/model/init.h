@@ -13,8 +13,8 @@ namespace plm::model {
 void trunc_normal_(at::Tensor& t, double mean, double std, double a, double b, const at::Generator& gen);
 
 /// The decoder (embeddings, blocks, norms, untied output) from a generator seeded with model.seed, independent of
-/// the global RNG (PLM's fork_rng): truncated normals with std dim^-0.5 (or init_base_std), wo and w2 divided by the
-/// init_std_factor's depth factor, w2 with hidden^-0.5; RMSNorm weights 1. Order: norm, tok_embeddings, output, then
+/// the global RNG (PLM's fork_rng): truncated normals with std dim^-0.5 (the blocks: init_base_std when set), wo and
+/// w2 divided by the init_std_factor's depth factor, w2 with hidden^-0.5; RMSNorm weights 1. Order: norm, tok_embeddings, output, then
 /// per layer wq wk wv wo, w1 w3 w2.
 void init_decoder(PerceptionLMImpl& model);
 

@@ -1,5 +1,6 @@
 #include "plm/model/model_inputs.h"
 
+#include "plm/common/counter_hash.h"
 #include "plm/data/collate.h"
 #include "plm/model/perception_lm.h"
 
@@ -14,6 +15,16 @@ ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch
     in.chunk_has_text = batch.chunk_has_text.to(device);
   }
   return in;
+}
+
+std::vector<uint64_t> drop_path_keys(const data::Batch& batch, uint64_t seed, int64_t step) {
+  TORCH_CHECK(batch.slots.size() == batch.num_chunks.size(), "drop_path_keys: the batch has no stream slots");
+  const uint64_t per_step = counter_hash(seed, static_cast<uint64_t>(step), 0x44726f7050617468ULL);  // "DropPath"
+  std::vector<uint64_t> keys;
+  for (size_t b = 0; b < batch.num_chunks.size(); ++b)
+    for (int64_t k = 0; k < batch.num_chunks[b]; ++k)
+      keys.push_back(counter_hash(per_step, static_cast<uint64_t>(batch.slots[b]), static_cast<uint64_t>(k)));
+  return keys;
 }
 
 }  // namespace plm::model

@@ -3,6 +3,9 @@
 // data/ code is linked into the model.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include <ATen/ATen.h>
 
 namespace plm::data {
@@ -17,6 +20,8 @@ struct ModelInputs {
   at::Tensor image_mask;      // bool [B, S]: the positions that receive vision vectors, filled in row-major order
   at::Tensor chunk_has_text;  // bool [N] (optional): chunks of text-only samples (dummy images), dropped after the
                               // vision tower as PLM does
+  std::vector<uint64_t> drop_path_keys;  // one per chunk of `images` (optional): the key its DropPath masks are a
+                                         // function of (model/vision.h); empty: drawn from the default generator
 };
 
 struct PerceptionLMImpl;
@@ -24,5 +29,10 @@ struct PerceptionLMImpl;
 /// `batch` as `model`'s inputs on `device`: its tokens, and its media with their image-token positions when the model
 /// has a vision tower (the pixels stay fp32: PerceptionLMImpl::embed casts them to the parameters' dtype).
 ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch, at::Device device);
+
+/// The DropPath key of every chunk of `batch` at optimizer step `step` (0-based): a hash of (seed, step, the row's
+/// global stream slot, the chunk's index in its row). A chunk's masks then depend on which sample it is, not on the
+/// rank, micro-batch or device that runs it, so N ranks draw the masks of 1 rank and a resume draws the same ones.
+std::vector<uint64_t> drop_path_keys(const data::Batch& batch, uint64_t seed, int64_t step);
 
 }  // namespace plm::model

@@ -33,7 +33,7 @@ at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
     const Projector projector = vision_projector;
     at::Tensor vision = run_unit(
         runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
-        vision_model->forward(in.images.to(h.scalar_type())));
+        vision_model->forward(in.images.to(h.scalar_type()), in.drop_path_keys));
     if (in.chunk_has_text.defined()) vision = vision.index({in.chunk_has_text.logical_not()});
     const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
     const int64_t slots = in.image_mask.sum().item<int64_t>();

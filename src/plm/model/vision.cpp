@@ -1,5 +1,7 @@
 #include "plm/model/vision.h"
 
+#include "plm/common/counter_hash.h"
+
 #include "plm/model/units.h"
 #include "plm/ops/ops.h"
 
@@ -92,15 +94,32 @@ at::Tensor PerceptionEncoderImpl::position_embedding(int64_t grid_h, int64_t gri
   return resample_position_embedding(positional_embedding, grid, grid_h, grid_w, args.use_cls_token);
 }
 
-std::vector<DropPathMasks> PerceptionEncoderImpl::draw_drop_path(int64_t n, at::ScalarType dtype) const {
+std::vector<DropPathMasks> PerceptionEncoderImpl::draw_drop_path(int64_t n, at::ScalarType dtype,
+                                                                  const std::vector<uint64_t>& keys) const {
   std::vector<DropPathMasks> masks;
   if (!is_training() || args.drop_path <= 0) return masks;
+  TORCH_CHECK(keys.empty() || static_cast<int64_t>(keys.size()) == n, "draw_drop_path: ", keys.size(),
+              " DropPath keys for ", n, " images");
   const double keep = 1.0 - args.drop_path;
-  auto draw = [&] { return at::empty({n, 1, 1}, conv1_weight.options().dtype(dtype)).bernoulli_(keep).div_(keep); };
+  const at::TensorOptions options = conv1_weight.options().dtype(dtype);
+  at::Tensor kept;  // [layers, 2, n] of 0/1, from the keys (one copy to the device)
+  if (!keys.empty()) {
+    kept = at::empty({args.layers, 2, n}, at::kFloat);
+    auto a = kept.accessor<float, 3>();
+    for (int64_t j = 0; j < args.layers; ++j)
+      for (int64_t branch = 0; branch < 2; ++branch)
+        for (int64_t i = 0; i < n; ++i)
+          a[j][branch][i] = counter_uniform(counter_hash(keys[i], static_cast<uint64_t>(j), branch)) < keep ? 1 : 0;
+    kept = kept.to(options).div_(keep);
+  }
+  auto draw = [&](int64_t j, int64_t branch) {
+    if (kept.defined()) return kept[j][branch].view({n, 1, 1});
+    return at::empty({n, 1, 1}, options).bernoulli_(keep).div_(keep);
+  };
   for (int64_t j = 0; j < args.layers; ++j) {
     DropPathMasks m;
-    m.attn = draw();
-    m.mlp = draw();
+    m.attn = draw(j, 0);
+    m.mlp = draw(j, 1);
     masks.push_back(m);
   }
   return masks;
@@ -116,7 +135,7 @@ at::Tensor PerceptionEncoderImpl::stem(const at::Tensor& images) const {
   return ln_pre ? ln_pre->forward(x) : x;
 }
 
-at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
+at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images, const std::vector<uint64_t>& drop_path_keys) const {
   UnitRunner* runner = unit_runner.get();
   const PerceptionEncoderImpl* self = this;
   const int64_t n = images.size(0), grid_h = images.size(2) / args.patch_size,
@@ -127,7 +146,7 @@ at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images) const {
   RopeTable rope = vision_rope(args.width / args.heads, grid_h, grid_w, args.use_cls_token);
   if (!args.use_rope2d) rope = {at::ones_like(rope.cos), at::zeros_like(rope.sin)};
   rope = {rope.cos.to(x.device()), rope.sin.to(x.device())};
-  const auto drop = draw_drop_path(n, x.scalar_type());
+  const auto drop = draw_drop_path(n, x.scalar_type(), drop_path_keys);
   for (size_t j = 0; j < resblocks->size(); ++j) {
     const auto* block = resblocks->ptr(j)->as<VisionBlockImpl>();
     const DropPathMasks masks = drop.empty() ? DropPathMasks{} : drop[j];

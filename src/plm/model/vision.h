@@ -63,9 +63,8 @@ struct PerceptionEncoderImpl : torch::nn::Module {
   PerceptionEncoderImpl(const config::VisionModelArgs& args, const at::TensorOptions& options);
 
   /// images [N, 3, H, W] (normalised; H, W multiples of patch_size) -> [N, (H/p)(W/p), width]: the output of the last
-  /// block, CLS row removed. In training mode with drop_path > 0 the DropPath masks are drawn from the default
-  /// generator, in block order.
-  at::Tensor forward(const at::Tensor& images) const;
+  /// block, CLS row removed. In training mode with drop_path > 0 the DropPath masks come from draw_drop_path.
+  at::Tensor forward(const at::Tensor& images, const std::vector<uint64_t>& drop_path_keys = {}) const;
 
   /// The patch embedding, CLS token, position embedding and ln_pre: images -> [N, (cls) + gh*gw, width].
   at::Tensor stem(const at::Tensor& images) const;
@@ -74,8 +73,12 @@ struct PerceptionEncoderImpl : torch::nn::Module {
   /// grid is the configured one, else bilinearly resampled (align_corners false), the CLS row kept in front.
   at::Tensor position_embedding(int64_t grid_h, int64_t grid_w) const;
 
-  /// The DropPath masks of every block for a batch of `n` (empty when not training or drop_path is 0).
-  std::vector<DropPathMasks> draw_drop_path(int64_t n, at::ScalarType dtype) const;
+  /// The DropPath masks of every block for a batch of `n` (empty when not training or drop_path is 0). With `keys`
+  /// (one per image) image i keeps block j's attention branch when counter_uniform(counter_hash(keys[i], j, 0)) <
+  /// 1 - drop_path and its MLP branch with (keys[i], j, 1): a function of the key alone, on any device. Without keys
+  /// the masks are drawn from the default generator of the parameters' device, in block order.
+  std::vector<DropPathMasks> draw_drop_path(int64_t n, at::ScalarType dtype,
+                                            const std::vector<uint64_t>& keys = {}) const;
 
   config::VisionModelArgs args;
   bool activation_checkpointing = false;    // model/activation_checkpoint.h, per resblock

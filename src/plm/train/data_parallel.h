@@ -43,7 +43,7 @@ struct CheckpointTexts {
 /// What a restore read besides the weights, which it wrote into the parameters.
 struct Restored {
   NamedTensors optimizer_state;  // for AdamW::load_state
-  ckpt::TensorMap extra;         // "rng.cpu", and partly accumulated gradients "grad.<trainable name>"
+  ckpt::TensorMap extra;         // partly accumulated gradients "grad.<trainable name>"
   std::string train_state_json;
 };
 
@@ -81,7 +81,7 @@ class DataParallel {
   virtual void publish() = 0;
 
   /// Saves the checkpoint of `step` into `store`: the weights, `optimizer_state` (this rank's AdamW state), `extra`
-  /// (this rank's RNG state and partly accumulated gradients) and `texts`. Every rank calls it; which ranks write
+  /// (this rank's partly accumulated gradients) and `texts`. Every rank calls it; which ranks write
   /// is the strategy's business. Returns the step folder. Throws ckpt::CheckpointError on I/O errors.
   virtual std::string save(const ckpt::CheckpointStore& store, int64_t step, const NamedTensors& optimizer_state,
                            ckpt::TensorMap extra, const CheckpointTexts& texts) = 0;

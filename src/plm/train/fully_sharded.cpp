@@ -21,6 +21,7 @@ void FullySharded::prepare(model::ModelInputs& in) const {
   in.images = at::zeros({1, 3, r, r}, at::TensorOptions().device(device));
   in.image_mask = at::zeros_like(in.tokens, at::kBool);
   in.chunk_has_text = at::ones({1}, at::TensorOptions().dtype(at::kBool).device(device));
+  in.drop_path_keys = {0};  // dropped after the tower: any key, but one (no draw from a generator)
 }
 
 double FullySharded::clip_gradients(double max_norm) {

@@ -146,6 +146,45 @@ MemoryStats memory_stats(at::Device device) {
   return s;
 }
 
+nlohmann::json metrics_record(const MetricsInputs& in) {
+  using nlohmann::json;
+  const double elapsed = std::max(1e-9, in.window_seconds);
+  const double wps = static_cast<double>(in.rank0_tokens) / elapsed;  // PLM: this GPU's words per second
+  const double model_flops_per_s = in.model_flops_per_device / elapsed;
+  auto optional = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
+  json j;
+  j["global_step"] = in.step;
+  j["acc_step"] = in.acc_step;
+  // The reference's keys, with its meanings.
+  j["speed/wps"] = wps;
+  j["speed/FLOPS"] = in.plm_flops_per_token * wps;
+  j["speed/curr_iter_time"] = in.last_micro_batch_seconds;
+  j["speed/data_load_time"] = in.last_micro_batch_data_seconds;
+  j["optim/grad_norm"] = in.grad_norm;
+  j["optim/lr"] = in.lr;
+  j["optim/total_tokens"] = in.world_size * in.micro_batches_done * in.batch_size * in.max_seqlen;
+  j["loss/out"] = optional(in.loss_out);
+  const double total_gib = std::max(1e-9, in.memory.total_gib);
+  j["memory/max_active_gib"] = in.memory.max_active_gib;
+  j["memory/max_active_pct"] = 100.0 * in.memory.max_active_gib / total_gib;
+  j["memory/max_reserved_gib"] = in.memory.max_reserved_gib;
+  j["memory/max_reserved_pct"] = 100.0 * in.memory.max_reserved_gib / total_gib;
+  j["memory/num_alloc_retries"] = in.memory.alloc_retries;
+  j["memory/num_ooms"] = in.memory.ooms;
+  j["memory/power_draw"] = 0;
+  // plm's own figures.
+  j["speed/wps_global"] = static_cast<double>(in.tokens) / elapsed;
+  j["speed/loss_tokens_per_s"] = static_cast<double>(in.loss_tokens) / elapsed;
+  j["speed/samples_per_s"] = static_cast<double>(in.samples) / elapsed;
+  j["speed/model_flops_per_s"] = model_flops_per_s;
+  j["speed/mfu"] = in.peak_flops > 0 ? json(model_flops_per_s / in.peak_flops) : json(nullptr);
+  j["speed/step_time"] = in.step_seconds;
+  j["speed/step_data_time"] = in.step_data_seconds;
+  j["speed/data_wait_frac"] = in.window_data_seconds / elapsed;
+  j["loss/token_mean"] = optional(in.loss_token_mean);
+  return j;
+}
+
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app), path_(path) {
   if (!out_) throw std::runtime_error("cannot open '" + path + "' for appending metrics.");
 }

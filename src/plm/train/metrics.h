@@ -55,6 +55,34 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(at::Device device);
 
+/// What one metrics.jsonl record is computed from. The keys that bear the reference's names mean what its mean
+/// (per GPU, rank 0's last micro-batch: docs/metrics.md defines every key); plm's own figures have their own names.
+/// "Window" = since the previous record; rank 0 = the rank that writes the record.
+struct MetricsInputs {
+  int64_t step = 0, acc_step = 0, world_size = 1;
+  double window_seconds = 0;
+  int64_t rank0_tokens = 0;                          // decoder positions rank 0 computed in the window (padding too)
+  int64_t tokens = 0, loss_tokens = 0, samples = 0;  // the window's, summed over ranks
+  double model_flops_per_device = 0;                 // the window's model FLOPs over all ranks / world_size
+  double plm_flops_per_token = 0;                    // FlopCounter::plm_flops_per_token(max_seqlen)
+  double window_data_seconds = 0;                    // rank 0's wait for batches in the window
+  double last_micro_batch_seconds = 0;  // rank 0's last micro-batch: forward, backward and (at a step's end) update
+  double last_micro_batch_data_seconds = 0;  // rank 0's wait for the last micro-batch
+  double step_seconds = 0, step_data_seconds = 0;  // rank 0's last optimizer step: compute, and wait for its batches
+  double grad_norm = -1, lr = 0;                   // grad_norm -1 inside an accumulation window (as PLM)
+  std::optional<double> loss_out;  // the last micro-batch's token-mean loss, averaged over the ranks that had loss
+                                   // tokens in it (none: null)
+  std::optional<double> loss_token_mean;  // the step's loss: token-weighted over its micro-batches and ranks
+  int64_t micro_batches_done = 0;         // grad_acc_steps x step + acc_step
+  int64_t batch_size = 0, max_seqlen = 0;  // per rank (data.batch_size), model.max_seqlen
+  double peak_flops = 0;                   // 0: unknown (mfu null)
+  MemoryStats memory;
+};
+
+/// The record of `in`: global_step, acc_step, speed/*, optim/*, memory/*, loss/* (without data/skipped/* and
+/// created_at, which the trainer adds).
+nlohmann::json metrics_record(const MetricsInputs& in);
+
 /// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only).
 class MetricsWriter {
  public:

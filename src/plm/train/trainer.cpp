@@ -1,6 +1,7 @@
 #include "plm/train/trainer.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <torch/csrc/autograd/anomaly_mode.h>
 
 #include <atomic>
 #include <chrono>
@@ -8,7 +9,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -67,10 +67,10 @@ void apply_environment(const config::EnvironmentArgs& env, bool cpu) {
   const_cast<config::EnvironmentArgs&>(env).visit(set);
 }
 
-/// Counters between two metrics records.
+/// Counters between two metrics records, this rank's.
 struct LogWindow {
   Clock::time_point start = Clock::now();
-  int64_t tokens = 0, loss_tokens = 0, samples = 0, tiles = 0, steps = 0;
+  int64_t tokens = 0, loss_tokens = 0, samples = 0;
   double model_flops = 0, data_seconds = 0;
 };
 
@@ -88,12 +88,19 @@ struct StepBatches {
   std::vector<int64_t> loss_tokens;  // per micro-batch, on this rank
   double step_loss_tokens = 0;       // of the whole step on all ranks (global_tokens normalises by it)
   std::string data_state_after;      // the loader's state after the last one
-  double data_seconds = 0;
+  double data_seconds = 0;           // waiting for all of them
+  double last_data_seconds = 0;      // waiting for the last one
 };
 
 /// What finishing a step decided.
 struct StepResult {
-  double loss = 0, grad_norm = 0, lr = 0;
+  double loss = 0, grad_norm = 0, lr = 0;  // loss: token-weighted over the step's micro-batches and ranks
+  std::optional<double> loss_out;          // the last micro-batch's token mean, averaged over ranks (PLM's loss/out)
+};
+
+/// How long the parts of one optimizer step took on this rank.
+struct StepTimes {
+  double step_seconds = 0, last_micro_batch_seconds = 0;
 };
 
 }  // namespace
@@ -116,10 +123,12 @@ struct Trainer::Impl {
   std::atomic<bool> stop{false};
   TrainState state;
   std::set<std::string> bad_samples;  // of the current step: ids of samples whose loss was not finite
+  std::optional<double> last_loss;    // the token-mean loss of this rank's last micro-batch (none: no loss tokens)
   LogWindow window;
   Clock::time_point run_start = Clock::now();
   int64_t run_start_step = 0;
   int64_t last_saved_step = -1;
+  bool first_batch_shown = false;
 
   bool stop_requested() const { return stop.load() || stop_signal() != 0; }
   bool leader() const { return world->rank() == 0; }
@@ -139,7 +148,7 @@ struct Trainer::Impl {
   std::string save();
   void restore(const std::string& dir);
   void run_validation();
-  void log_step(const StepResult& r, double iter_seconds, double data_seconds);
+  void log_step(const StepResult& r, const StepBatches& step, const StepTimes& times);
   void log_memory_footprint();
 };
 
@@ -163,15 +172,24 @@ void Trainer::Impl::setup() {
     runtime::set_cuda_device(device.index());
   }
   apply_environment(args.env, device.is_cpu());
+  // PLM's setup_torch_distributed: TF32 CUDA matmuls only when asked (cuDNN's convolutions keep torch's default,
+  // TF32 on), and autograd's anomaly mode (each backward op checked for NaN, naming the forward op that made it).
+  at::globalContext().setAllowTF32CuBLAS(args.distributed.matmul_allow_tf32);
+  torch::autograd::AnomalyMode::set_enabled(args.distributed.detect_anomaly);
   dist::WorldOptions world_options;
   world_options.timeout = std::chrono::seconds(args.distributed.timeout_s);
   world_options.cuda = device.is_cuda();
   world = std::make_unique<dist::World>(env, world_options);
   const int rank = world->rank(), size = world->size();
-  if (leader()) {
-    fs::create_directories(args.dump_dir);
-    std::ofstream(fs::path(args.dump_dir) / "config.yaml") << config::to_yaml(args);
-  }
+  // PLM's mesh: dp_replicate x dp_shard = the world (dp_replicate is recomputed to make it so). dp_shard 1 or the
+  // whole world is one sharding group (full_shard) or none (no_shard); anything else is HSDP.
+  if (const auto& d = args.distributed; d.dp_shard > 1 && d.dp_shard != size)
+    throw config::ConfigError("distributed.dp_shard is " + std::to_string(d.dp_shard) + " on " +
+                              std::to_string(size) +
+                              " ranks: that asks for several replicas of sharded groups (HSDP), which plm does not "
+                              "implement yet; leave distributed.dp_shard at 1 (full_shard then shards over all ranks, "
+                              "as PLM's recipes do).");
+  if (leader()) fs::create_directories(args.dump_dir);
   // Rank 0 writes train.log; every rank logs to its console (launchers prefix the lines with the rank).
   log::init({rank, args.logging.level, leader() ? (fs::path(args.dump_dir) / "train.log").string() : "", false});
   runtime::configure_threads();
@@ -180,10 +198,17 @@ void Trainer::Impl::setup() {
             config::name_of(args.distributed.fsdp_type));
 
   loaders = data::make_loader_factory(args, rank, size);
+  // PLM fills vocab_size -1 from the tokenizer and asserts that any other value equals its size.
   const int64_t n_words = loaders.tokenizer->vocab_size();
-  if (n_words > args.model.vocab_size)
+  if (args.model.vocab_size == -1) {
+    args.model.vocab_size = n_words;
+    log::info("model.vocab_size: {} (the tokenizer's)", n_words);
+  }
+  if (n_words != args.model.vocab_size)
     throw config::ConfigError("model.vocab_size is " + std::to_string(args.model.vocab_size) + " but the tokenizer '" +
-                              args.data.tokenizer_path.value_or("") + "' has " + std::to_string(n_words) + " tokens.");
+                              args.data.tokenizer_path.value_or("") + "' has " + std::to_string(n_words) +
+                              " tokens; they must be equal (-1 takes the tokenizer's).");
+  if (leader()) std::ofstream(fs::path(args.dump_dir) / "config.yaml") << config::to_yaml(args);
 
   at::manual_seed(static_cast<uint64_t>(args.seed));
   model = model::PerceptionLM(args.model);
@@ -207,8 +232,8 @@ void Trainer::Impl::setup() {
   flops = std::make_unique<FlopCounter>(*model);
   parallel = make_data_parallel(args.distributed.fsdp_type, *model, *world, compute);
   optimizer = parallel->make_optimizer(args.optim);
-  // Identical initial weights on every rank; from here on each rank draws its own DropPath masks.
-  if (size > 1) at::manual_seed(static_cast<uint64_t>(args.seed) + static_cast<uint64_t>(rank));
+  // Identical initial weights on every rank. From here on nothing draws from a generator: DropPath masks are a
+  // function of (seed, step, sample), model::drop_path_keys, so ranks, devices and resumes draw the same ones.
   store = std::make_unique<ckpt::CheckpointStore>(
       args.checkpoint.path.value_or((fs::path(args.dump_dir) / "checkpoints").string()), args.checkpoint.dump,
       args.checkpoint.eval);
@@ -238,9 +263,22 @@ void Trainer::Impl::setup() {
 StepBatches Trainer::Impl::read_step() {
   const auto start = Clock::now();
   StepBatches step;
-  for (int64_t i = 0; i < args.grad_acc_steps; ++i) step.batches.push_back(loader->next());
+  for (int64_t i = 0; i < args.grad_acc_steps; ++i) {
+    const auto one = Clock::now();
+    step.batches.push_back(loader->next());
+    step.last_data_seconds = seconds_since(one);
+  }
   step.data_state_after = loader->state_json();
   step.data_seconds = seconds_since(start);
+  if (args.data.show_first_batch && leader() && !first_batch_shown) {  // PLM's show_first_batch, on rank 0
+    first_batch_shown = true;
+    const data::Batch& b = step.batches.front();
+    std::string inputs, labels;
+    for (const std::string& row : data::decoded_rows(b.input_ids, *loaders.tokenizer)) inputs += "\n" + row;
+    for (const std::string& row : data::decoded_rows(b.labels, *loaders.tokenizer)) labels += "\n" + row;
+    log::info("Input text: {}", inputs);
+    log::info("Label text: {}", labels);
+  }
   std::vector<double> total{0.0};
   for (const data::Batch& b : step.batches) {
     step.loss_tokens.push_back(b.loss_mask.sum().item<int64_t>());
@@ -266,16 +304,21 @@ double Trainer::Impl::loss_scale(const StepBatches& step, size_t i) const {
 void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, double scale) {
   // A micro-batch without loss tokens contributes nothing (PLM would get a NaN mean). With several ranks it still
   // runs forward and backward, scaled by 0, so that every rank issues the same collectives.
+  last_loss.reset();
   if (loss_tokens > 0 || world->size() > 1) {
     at::Tensor mask = b.loss_mask.to(device);
     if (loss_tokens == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
     model::ModelInputs in = model::model_inputs(*model, b, device);
+    if (in.images.defined()) in.drop_path_keys = model::drop_path_keys(b, static_cast<uint64_t>(args.seed), state.step);
     parallel->prepare(in);
     const at::Tensor loss = model->loss(in, b.labels.to(device), mask);
     (loss * scale).backward();
     parallel->after_backward();
     if (loss_tokens > 0) {
       const double value = loss.item<double>();
+      last_loss = value;
+      log::debug("step {} micro-batch {}: loss {:.9g} over {} loss tokens", state.step + 1, state.acc_step + 1, value,
+                 loss_tokens);
       if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
       state.window_loss_sum += value * static_cast<double>(loss_tokens);
       state.window_loss_tokens += loss_tokens;
@@ -285,7 +328,6 @@ void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, 
   window.loss_tokens += loss_tokens;
   window.samples += b.input_ids.size(0);
   const int64_t tiles = model->vision_model && b.images.defined() ? b.images.size(0) : 0;
-  window.tiles += tiles;
   window.model_flops += flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), loss_tokens, tiles);
 }
 
@@ -294,9 +336,10 @@ StepResult Trainer::Impl::finish_step(const StepBatches& step) {
   StepResult r;
   r.grad_norm = parallel->clip_gradients(args.optim.clip);
   std::vector<double> window_loss{state.window_loss_sum, static_cast<double>(state.window_loss_tokens),
-                                  bad_samples.empty() ? 0.0 : 1.0};
+                                  bad_samples.empty() ? 0.0 : 1.0, last_loss.value_or(0.0), last_loss ? 1.0 : 0.0};
   sum_over_ranks(*world, window_loss);
   r.loss = window_loss[0] / std::max(1.0, window_loss[1]);
+  if (window_loss[4] > 0) r.loss_out = window_loss[3] / window_loss[4];
   r.lr = lr_for_update(args.optim, args.steps, state.step + 1);
   // The NaN/inf guard: every rank takes the same decision (the loss and the bad-sample flag are summed).
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm) || window_loss[2] > 0) {
@@ -328,12 +371,7 @@ StepResult Trainer::Impl::finish_step(const StepBatches& step) {
 // ---------------------------------------------------------------------------------------------------------------
 
 std::string Trainer::Impl::save() {
-  ckpt::TensorMap extra;
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    extra.insert("rng.cpu", gen.get_state());
-  }
+  ckpt::TensorMap extra;  // no generator state: training draws from none (DropPath is keyed, model_inputs.h)
   if (state.acc_step > 0)
     for (const auto& [name, t] : parallel->trainable())
       if (t.grad().defined()) extra.insert("grad." + name, t.grad());
@@ -351,11 +389,6 @@ void Trainer::Impl::restore(const std::string& dir) {
   Restored r = parallel->restore(dir);
   optimizer->load_state(r.optimizer_state);
   state = read_train_state(r.train_state_json, dir);
-  if (const at::Tensor* rng = r.extra.find("rng.cpu")) {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle on the process's generator
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(*rng);
-  }
   for (const auto& [name, t] : parallel->trainable())
     if (const at::Tensor* g = r.extra.find("grad." + name)) t.mutable_grad() = g->to(t.device()).clone();
   parallel->publish();
@@ -383,22 +416,39 @@ void Trainer::Impl::log_memory_footprint() {
             world->rank(), f.parameter_bytes, grads, optimizer_state, f.padding_elements);
 }
 
-void Trainer::Impl::log_step(const StepResult& r, double iter_seconds, double data_seconds) {
+void Trainer::Impl::log_step(const StepResult& r, const StepBatches& step, const StepTimes& times) {
   std::vector<double> counts{static_cast<double>(window.tokens), static_cast<double>(window.loss_tokens),
                              static_cast<double>(window.samples), window.model_flops};
   sum_over_ranks(*world, counts);
-  window.tokens = static_cast<int64_t>(counts[0]);
-  window.loss_tokens = static_cast<int64_t>(counts[1]);
-  window.samples = static_cast<int64_t>(counts[2]);
-  window.model_flops = counts[3] / world->size();  // per device, as MFU divides by one device's peak
   if (!leader()) {
     window = LogWindow{};
     return;
   }
-  const double elapsed = std::max(1e-9, seconds_since(window.start));
-  const MemoryStats mem = memory_stats(device);
-  const double total_gib = mem.total_gib;
-  const double model_flops_per_s = window.model_flops / elapsed;
+  MetricsInputs in;
+  in.step = state.step;
+  in.acc_step = state.acc_step;
+  in.world_size = world->size();
+  in.window_seconds = seconds_since(window.start);
+  in.rank0_tokens = window.tokens;
+  in.tokens = static_cast<int64_t>(counts[0]);
+  in.loss_tokens = static_cast<int64_t>(counts[1]);
+  in.samples = static_cast<int64_t>(counts[2]);
+  in.model_flops_per_device = counts[3] / world->size();  // MFU divides by one device's peak
+  in.plm_flops_per_token = flops->plm_flops_per_token(args.model.max_seqlen);
+  in.window_data_seconds = window.data_seconds;
+  in.last_micro_batch_seconds = times.last_micro_batch_seconds;
+  in.last_micro_batch_data_seconds = step.last_data_seconds;
+  in.step_seconds = times.step_seconds;
+  in.step_data_seconds = step.data_seconds;
+  in.grad_norm = r.grad_norm;
+  in.lr = r.lr;
+  in.loss_out = r.loss_out;
+  in.loss_token_mean = r.loss;
+  in.micro_batches_done = args.grad_acc_steps * state.step + state.acc_step;
+  in.batch_size = args.data.batch_size;
+  in.max_seqlen = args.model.max_seqlen;
+  in.memory = memory_stats(device);
+  const double model_flops_per_s = in.model_flops_per_device / std::max(1e-9, in.window_seconds);
   if (peak > 0 && model_flops_per_s > peak) {  // so that MFU never exceeds 1
     log::warn(
         "the model ran at {:.3g} TFLOP/s, above the peak of {:.3g}: MFU is relative to {:.3g} TFLOP/s from "
@@ -406,45 +456,24 @@ void Trainer::Impl::log_step(const StepResult& r, double iter_seconds, double da
         model_flops_per_s / 1e12, peak / 1e12, model_flops_per_s / 1e12);
     peak = model_flops_per_s;
   }
-  json j;
-  j["global_step"] = state.step;
-  j["acc_step"] = state.acc_step;
-  j["speed/wps"] = static_cast<double>(window.tokens) / elapsed;
-  j["speed/FLOPS"] = flops->plm_flops_per_token(args.model.max_seqlen) * static_cast<double>(window.tokens) / elapsed;
-  j["speed/curr_iter_time"] = iter_seconds;
-  j["speed/data_load_time"] = data_seconds;
-  j["speed/loss_tokens_per_s"] = static_cast<double>(window.loss_tokens) / elapsed;
-  j["speed/samples_per_s"] = static_cast<double>(window.samples) / elapsed;
-  j["speed/model_flops_per_s"] = model_flops_per_s;
-  j["speed/mfu"] = peak > 0 ? json(model_flops_per_s / peak) : json(nullptr);
-  j["speed/data_wait_frac"] = window.data_seconds / elapsed;
-  j["optim/grad_norm"] = r.grad_norm;
-  j["optim/lr"] = r.lr;
-  j["optim/total_tokens"] =
-      (args.grad_acc_steps * state.step + state.acc_step) * args.data.batch_size * args.model.max_seqlen;
-  j["memory/max_active_gib"] = mem.max_active_gib;
-  j["memory/max_active_pct"] = 100.0 * mem.max_active_gib / total_gib;
-  j["memory/max_reserved_gib"] = mem.max_reserved_gib;
-  j["memory/max_reserved_pct"] = 100.0 * mem.max_reserved_gib / total_gib;
-  j["memory/num_alloc_retries"] = mem.alloc_retries;
-  j["memory/num_ooms"] = mem.ooms;
-  j["memory/power_draw"] = 0;
-  j["loss/out"] = r.loss;
+  in.peak_flops = peak;
+  json j = metrics_record(in);
   for (const auto& [dataset, reasons] : loader->skipped())
     for (const auto& [reason, count] : reasons) j["data/skipped/" + dataset + "/" + reason] = count;
   j["created_at"] = utc_timestamp();
   metrics->write(j);
 
+  const double elapsed = std::max(1e-9, in.window_seconds);
   const double per_step =
       seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, state.step - run_start_step));
   const auto eta = static_cast<int64_t>(per_step * static_cast<double>(args.steps - state.step));
   log::info(
       "step {}/{} | loss {:.4f} | grad {:.3f} | lr {:.3e} | {:.0f} tok/s ({:.0f} loss) | {:.2f} samples/s | "
-      "iter {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
-      state.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(window.tokens) / elapsed,
-      static_cast<double>(window.loss_tokens) / elapsed, static_cast<double>(window.samples) / elapsed, iter_seconds,
-      data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a", mem.max_active_gib,
-      eta / 3600, eta / 60 % 60, eta % 60);
+      "step {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
+      state.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(in.tokens) / elapsed,
+      static_cast<double>(in.loss_tokens) / elapsed, static_cast<double>(in.samples) / elapsed, times.step_seconds,
+      step.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a",
+      in.memory.max_active_gib, eta / 3600, eta / 60 % 60, eta % 60);
   window = LogWindow{};
 }
 
@@ -480,9 +509,11 @@ TrainOutcome Trainer::run() {
   while (m.state.step < a.steps) {
     const StepBatches step = m.read_step();
     const auto compute_start = Clock::now();
+    auto micro_batch_start = compute_start;
     // A resumed window's first acc_step micro-batches are in the restored gradients already.
     for (int64_t i = m.state.acc_step; i < a.grad_acc_steps; ++i) {
       const auto k = static_cast<size_t>(i);
+      micro_batch_start = Clock::now();
       m.forward_backward(step.batches[k], step.loss_tokens[k], m.loss_scale(step, k));
       m.state.acc_step = i + 1;
       if (on_micro_batch) on_micro_batch(m.state.step, m.state.acc_step);
@@ -495,10 +526,9 @@ TrainOutcome Trainer::run() {
       }
     }
     const StepResult r = m.finish_step(step);
+    const StepTimes times{seconds_since(compute_start), seconds_since(micro_batch_start)};
     m.window.data_seconds += step.data_seconds;
-    ++m.window.steps;
-    if (m.due(a.logging.freq) || m.state.step == a.steps)
-      m.log_step(r, seconds_since(compute_start), step.data_seconds);
+    if (m.due(a.logging.freq) || m.state.step == a.steps) m.log_step(r, step, times);
     const bool eval_due = m.due(a.checkpoint.eval.every) || m.state.step == a.steps;
     const bool save_due = m.due(a.checkpoint.dump.every) || eval_due;
     if (save_due) out.checkpoint = m.save();

@@ -16,10 +16,12 @@
 //                  batch 4 x 1 step, 2 x 2, 1 x 4 and 2 ranks x 2 give the same update.
 // Several ranks agree on every decision: the logged loss and NaN check are reduced over ranks, a stop signal on any
 // rank stops all at the next step boundary, rank 0 picks the checkpoint to resume from.
-// Resume is exact: a checkpoint holds the fp32 weights, AdamW state, the step and acc_step, the data position, the
-// CPU RNG (DropPath) and, when saved inside an accumulation window (a stop signal), the partly accumulated fp32
-// gradients with the data position of the window's start; the window's first acc_step micro-batches are then read
-// again but not recomputed. Each strategy writes its own layout (a full_shard run per-rank shards that any world
+// Resume is exact: a checkpoint holds the fp32 weights, AdamW state, the step and acc_step, the data position and,
+// when saved inside an accumulation window (a stop signal), the partly accumulated fp32 gradients with the data
+// position of the window's start; the window's first acc_step micro-batches are then read again but not recomputed.
+// No generator state is needed: a step draws no random numbers from a generator (DropPath's masks are a function of
+// (seed, step, each sample's global stream slot): model/model_inputs.h), so a resume on any device or world size
+// draws the masks of the uninterrupted run. Each strategy writes its own layout (a full_shard run per-rank shards that any world
 // size resumes from, a no_shard run rank 0's copy in the single-process layout), and either layout resumes the other.
 #pragma once
 

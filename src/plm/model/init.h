@@ -14,8 +14,8 @@ void trunc_normal_(at::Tensor& t, double mean, double std, double a, double b, c
 
 /// The decoder (embeddings, blocks, norms, untied output) from a generator seeded with model.seed, independent of
 /// the global RNG (PLM's fork_rng): truncated normals with std dim^-0.5 (the blocks: init_base_std when set), wo and
-/// w2 divided by the init_std_factor's depth factor, w2 with hidden^-0.5; RMSNorm weights 1. Order: norm, tok_embeddings, output, then
-/// per layer wq wk wv wo, w1 w3 w2.
+/// w2 divided by the init_std_factor's depth factor, w2 with hidden^-0.5; RMSNorm weights 1. Order: norm,
+/// tok_embeddings, output, then per layer wq wk wv wo, w1 w3 w2.
 void init_decoder(PerceptionLMImpl& model);
 
 /// The projector from the global RNG (PLM seeds it with the run's seed): weights and biases alike drawn from a

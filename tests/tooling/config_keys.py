@@ -16,15 +16,12 @@ args_h = open(os.path.join(root, "src/plm/config/args.h")).read()
 structs = {}
 for m in re.finditer(r"^struct (\w+) \{(.*?)^\};", args_h, re.S | re.M):
     structs[m.group(1)] = m.group(2)
-member_types = {}  # member name -> declared type, per struct
+config_dir = os.path.normpath(os.path.join(root, "src/plm/config"))
 sources = []
-for base in ("src",):
-    for dirpath, _, files in os.walk(os.path.join(root, base)):
-        if os.path.normpath(dirpath).startswith(os.path.normpath(os.path.join(root, "src/plm/config"))):
-            continue
-        for f in files:
-            if f.endswith((".cpp", ".h")):
-                sources.append(open(os.path.join(dirpath, f)).read())
+for dirpath, _, files in os.walk(os.path.join(root, "src")):  # the library and the CLI, config/ excepted
+    if os.path.normpath(dirpath).startswith(config_dir):
+        continue
+    sources += [open(os.path.join(dirpath, f)).read() for f in files if f.endswith((".cpp", ".h"))]
 code = "\n".join(sources)
 # Keys that validate() refuses unless they have PLM's value (c.require on the member, naming the key) act too.
 validate = open(os.path.join(root, "src/plm/config/validate.cpp")).read()

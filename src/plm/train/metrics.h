@@ -69,10 +69,11 @@ struct MetricsInputs {
   double last_micro_batch_seconds = 0;  // rank 0's last micro-batch: forward, backward and (at a step's end) update
   double last_micro_batch_data_seconds = 0;  // rank 0's wait for the last micro-batch
   double step_seconds = 0, step_data_seconds = 0;  // rank 0's last optimizer step: compute, and wait for its batches
-  double grad_norm = -1, lr = 0;                   // grad_norm -1 inside an accumulation window (as PLM)
+  double grad_norm = 0, lr = 0;                    // of the last optimizer step
   std::optional<double> loss_out;  // the last micro-batch's token-mean loss, averaged over the ranks that had loss
                                    // tokens in it (none: null)
-  std::optional<double> loss_token_mean;  // the step's loss: token-weighted over its micro-batches and ranks
+  std::optional<double> loss_token_mean;  // the last step's loss, token-weighted over its micro-batches and ranks
+                                          // (none: the step had no loss tokens)
   int64_t micro_batches_done = 0;         // grad_acc_steps x step + acc_step
   int64_t batch_size = 0, max_seqlen = 0;  // per rank (data.batch_size), model.max_seqlen
   double peak_flops = 0;                   // 0: unknown (mfu null)

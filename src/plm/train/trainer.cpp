@@ -443,7 +443,7 @@ void Trainer::Impl::log_step(const StepResult& r, const StepBatches& step, const
   in.grad_norm = r.grad_norm;
   in.lr = r.lr;
   in.loss_out = r.loss_out;
-  in.loss_token_mean = r.loss;
+  if (step.step_loss_tokens > 0) in.loss_token_mean = r.loss;
   in.micro_batches_done = args.grad_acc_steps * state.step + state.acc_step;
   in.batch_size = args.data.batch_size;
   in.max_seqlen = args.model.max_seqlen;

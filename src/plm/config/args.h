@@ -95,7 +95,7 @@ struct VisionModelArgs {
   }
 };
 
-/// `model.mlp_init`: projector init [core/utils.py InitArgs]. std = coeff_std or 1/sqrt(dim).
+/// `model.mlp_init`: projector init [core/utils.py InitArgs]. std = 1/sqrt(dim), times coeff_std when set.
 struct InitArgs {
   bool use_gaussian = true;  // truncated normal (true) or uniform (false)
   std::optional<double> coeff_std;

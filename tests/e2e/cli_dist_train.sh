@@ -74,46 +74,70 @@ run droppath1 1 distributed.fsdp_type=no_shard $droppath
 run droppath2 2 $droppath
 compare droppath1 droppath2 1e-5
 # The metrics keep the reference's meanings (docs/metrics.md), checked against values computed its way from the
-# per-rank micro-batch losses this run logs at debug level: 2 ranks x 2 micro-batches per step.
-run metrics2 2 grad_acc_steps=2 steps=4 logging.level=DEBUG data.batch_size=2
+# per-rank micro-batch losses this run logs at debug level: 2 ranks x 3 micro-batches per step, records every 2nd
+# step and, with logging.acc_freq=1, after every micro-batch of those steps' windows too.
+run metrics2 2 grad_acc_steps=3 steps=5 logging.freq=2 logging.acc_freq=1 logging.level=DEBUG data.batch_size=2
 "$PY" - "$tmp/metrics2" metrics2.log <<'PY' || fail "metrics do not mean what the reference's mean"
 import json, re, sys, glob
 from collections import defaultdict
 rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
 params = json.load(open(sorted(glob.glob(f"{sys.argv[1]}/checkpoints/*/params.json"))[-1]))
 log = open(sys.argv[2]).read()
-micro = defaultdict(dict)  # (step, micro-batch) -> {rank: (loss, tokens)}
+micro = defaultdict(dict)  # (step being made, micro-batch 1..G) -> {rank: (loss, tokens)}
 for m in re.finditer(r"\[(\d+)\].*step (\d+) micro-batch (\d+): loss (\S+) over (\d+) loss tokens", log):
     r, s, a, loss, n = m.groups()
     micro[(int(s), int(a))][int(r)] = (float(loss), int(n))
 total_params = int(re.search(r"model parameters: (\d+) total", log).group(1))
-W, G, B, S = 2, 2, 2, params["model"]["max_seqlen"]
+W, G, B, S, STEPS, FREQ, ACC_FREQ = 2, 3, 2, params["model"]["max_seqlen"], 5, 2, 1
 m = params["model"]
 flops_per_token = 6 * (total_params - m["vocab_size"] * m["dim"]) + 3.5 * (4 * m["n_layers"] * S * m["dim"] // 2)
-assert len(rows) == 4, len(rows)
+# Where the reference logs: its loop sets acc_step = (acc_step + 1) % G before each micro-batch and increments step
+# after the one that ends a window; every_n_steps(step, FREQ, acc_freq=ACC_FREQ) decides. plm adds the last step.
+want, step, acc = [], 0, 0
+while step < STEPS:
+    acc = (acc + 1) % G
+    if acc == 0:
+        step += 1
+    if (step % FREQ == 0 and acc % ACC_FREQ == 0) or (acc == 0 and step == STEPS):
+        want.append((step, acc))
+got = [(r["global_step"], r["acc_step"]) for r in rows]
+assert got == want, (got, want)
 def close(a, b, tol=1e-6):
     return abs(a - b) <= tol * max(abs(a), abs(b), 1e-12)
+inside = 0
 for row in rows:
-    s = row["global_step"]
-    last = micro[(s, G)]
-    assert sorted(last) == [0, 1], (s, last)
-    # loss/out: the last micro-batch's token mean, averaged over ranks (PLM's dist_mean of loss.item()).
+    s, a = row["global_step"], row["acc_step"]
+    # The micro-batch the record follows: the window's last (G) at a boundary, else micro-batch a of step s + 1.
+    last = micro[(s, G)] if a == 0 else micro[(s + 1, a)]
+    assert sorted(last) == [0, 1], (s, a, last)
+    # loss/out: that micro-batch's token mean, averaged over ranks (PLM's dist_mean of loss.item()).
     want_out = sum(l for l, _ in last.values()) / W
-    # loss/token_mean: every micro-batch of the step on every rank, weighted by its loss tokens.
-    pairs = [p for a in range(1, G + 1) for p in micro[(s, a)].values()]
-    want_mean = sum(l * n for l, n in pairs) / sum(n for _, n in pairs)
-    assert close(row["loss/out"], want_out), (s, row["loss/out"], want_out)
-    assert close(row["loss/token_mean"], want_mean), (s, row["loss/token_mean"], want_mean)
+    assert close(row["loss/out"], want_out), (s, a, row["loss/out"], want_out)
     # optim/total_tokens: dp_degree x (grad_acc x step + acc_step) x batch_size x max_seqlen, global.
-    assert row["optim/total_tokens"] == W * (G * s + row["acc_step"]) * B * S, row["optim/total_tokens"]
+    assert row["optim/total_tokens"] == W * (G * s + a) * B * S, row["optim/total_tokens"]
     # speed/wps per GPU (rank 0's tokens), speed/FLOPS = PLM's flops_per_token x wps, both per GPU.
     assert close(row["speed/wps"] * W, row["speed/wps_global"]), (row["speed/wps"], row["speed/wps_global"])
     assert close(row["speed/FLOPS"], flops_per_token * row["speed/wps"]), (row["speed/FLOPS"], flops_per_token)
-    # curr_iter_time / data_load_time: one micro-batch, within the whole step's figures.
-    assert 0 < row["speed/curr_iter_time"] <= row["speed/step_time"], row
-    assert 0 <= row["speed/data_load_time"] <= row["speed/step_data_time"], row
-print(f"metrics of a 2-rank x 2-micro-batch run: 4 records match the reference's definitions "
-      f"(loss/out {rows[-1]['loss/out']:.5f} vs token mean {rows[-1]['loss/token_mean']:.5f})")
+    assert row["speed/curr_iter_time"] > 0 and row["speed/data_load_time"] >= 0, row
+    if a == 0:
+        # loss/token_mean: every micro-batch of the step on every rank, weighted by its loss tokens.
+        pairs = [p for k in range(1, G + 1) for p in micro[(s, k)].values()]
+        want_mean = sum(l * n for l, n in pairs) / sum(n for _, n in pairs)
+        assert close(row["loss/token_mean"], want_mean), (s, row["loss/token_mean"], want_mean)
+        assert row["optim/grad_norm"] > 0, row
+        # curr_iter_time / data_load_time: one micro-batch, within the whole step's figures.
+        assert row["speed/curr_iter_time"] <= row["speed/step_time"], row
+        assert row["speed/data_load_time"] <= row["speed/step_data_time"], row
+    else:
+        inside += 1
+        assert row["optim/grad_norm"] == -1, row
+        assert row["loss/token_mean"] is None and row["speed/step_time"] is None, row
+        # The lr of the coming update: the next boundary record's (its step is s + 1 when that one is logged).
+        nxt = [r for r in rows if r["global_step"] == s + 1 and r["acc_step"] == 0]
+        assert not nxt or close(row["optim/lr"], nxt[0]["optim/lr"]), (row["optim/lr"], nxt)
+print(f"metrics of a 2-rank x 3-micro-batch run: {len(rows)} records ({inside} inside windows, logging.acc_freq) "
+      f"at the reference's (step, acc_step) and with its definitions (loss/out {rows[-1]['loss/out']:.5f} vs "
+      f"token mean {rows[-1]['loss/token_mean']:.5f})")
 PY
 run bf16_1 1 distributed.model_dtype=bf16
 run bf16_2 2 distributed.model_dtype=bf16

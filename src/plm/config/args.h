@@ -374,23 +374,29 @@ struct CheckpointArgs {
 struct LoggingArgs {
   int64_t freq = 10;  // log metrics every `freq` optimizer steps
   std::string level = "INFO";
+  // Also log inside accumulation windows, every `acc_freq` micro-batches of the steps that `freq` selects
+  // (PLM's every_n_steps: step % freq == 0 and acc_step % acc_freq == 0).
   std::optional<int64_t> acc_freq;
   Opaque wandb;
   // plm's addition: the peak FLOP/s per device that MFU divides by, in TFLOP/s (default: a matrix-multiply rate
   // measured at start-up).
   std::optional<double> peak_tflops;
+  // plm's addition: also write the records as TensorBoard event files in dump_dir/tensorboard/ (train/tensorboard.h).
+  bool tensorboard = false;
 
   template <class V>
   void visit(V& v) {
     v("freq", freq);
     v("level", level);
-    v("acc_freq", acc_freq, "not implemented yet: metrics are written at optimizer-step boundaries only");
+    v("acc_freq", acc_freq);
     v("wandb", wandb, "there is no wandb client; metrics go to dump_dir/metrics.jsonl");
     v("peak_tflops", peak_tflops);
+    v("tensorboard", tensorboard);
   }
 };
 
-/// `profiling` [core/profiling.py ProfilerArgs].
+/// `profiling` [core/profiling.py ProfilerArgs]: a Kineto trace and a CUDA memory snapshot of the micro-batches
+/// its two windows select (train/profiler.h says which, and where the files go).
 struct ProfilerArgs {
   bool run = false;
   std::string trace_folder = "profiling";
@@ -401,13 +407,12 @@ struct ProfilerArgs {
 
   template <class V>
   void visit(V& v) {
-    constexpr const char* later = "the profiler is not implemented yet";
-    v("run", run, later);
-    v("trace_folder", trace_folder, later);
-    v("mem_warmup", mem_warmup, later);
-    v("mem_steps", mem_steps, later);
-    v("profile_warmup", profile_warmup, later);
-    v("profile_steps", profile_steps, later);
+    v("run", run);
+    v("trace_folder", trace_folder);
+    v("mem_warmup", mem_warmup);
+    v("mem_steps", mem_steps);
+    v("profile_warmup", profile_warmup);
+    v("profile_steps", profile_steps);
   }
 };
 

@@ -166,6 +166,18 @@ std::vector<std::string> validate(const Loaded& loaded) {
   c.at_least<int64_t>(a.checkpoint.eval.every, 1, "checkpoint.eval.every");
   c.at_least<int64_t>(a.checkpoint.eval.keep, 0, "checkpoint.eval.keep");
   c.at_least<int64_t>(a.logging.freq, 1, "logging.freq");
+  if (a.logging.acc_freq) c.at_least<int64_t>(*a.logging.acc_freq, 1, "logging.acc_freq");
+  if (const auto& p = a.profiling; p.run) {  // xformers' profiler asserts the same of its schedule
+    c.at_least<int64_t>(p.mem_warmup, 0, "profiling.mem_warmup");
+    c.at_least<int64_t>(p.mem_steps, 1, "profiling.mem_steps");
+    c.at_least<int64_t>(p.profile_warmup, 0, "profiling.profile_warmup");
+    c.at_least<int64_t>(p.profile_steps, 1, "profiling.profile_steps");
+    c.require(p.mem_warmup + p.mem_steps <= p.profile_warmup || p.profile_warmup + p.profile_steps <= p.mem_warmup,
+              "profiling.profile_warmup",
+              "(with profile_steps) puts the trace window over the memory window (mem_warmup, mem_steps); the "
+              "two may not overlap (each would distort the other, and PLM's profiler refuses it): move one");
+    c.require(!p.trace_folder.empty(), "profiling.trace_folder", "must not be empty");
+  }
   c.one_of(a.logging.level, "logging.level",
            {"NOTSET", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"});
   return c.errors;

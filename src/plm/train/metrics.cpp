@@ -12,6 +12,7 @@
 
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
+#include "plm/train/tensorboard.h"
 
 namespace plm::train {
 
@@ -178,21 +179,29 @@ nlohmann::json metrics_record(const MetricsInputs& in) {
   j["speed/samples_per_s"] = static_cast<double>(in.samples) / elapsed;
   j["speed/model_flops_per_s"] = model_flops_per_s;
   j["speed/mfu"] = in.peak_flops > 0 ? json(model_flops_per_s / in.peak_flops) : json(nullptr);
-  j["speed/step_time"] = in.step_seconds;
-  j["speed/step_data_time"] = in.step_data_seconds;
+  j["speed/step_time"] = optional(in.step_seconds);
+  j["speed/step_data_time"] = optional(in.step_data_seconds);
   j["speed/data_wait_frac"] = in.window_data_seconds / elapsed;
   j["loss/token_mean"] = optional(in.loss_token_mean);
   return j;
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app), path_(path) {
+MetricsWriter::MetricsWriter(const std::string& path, const std::string& tensorboard_dir)
+    : out_(path, std::ios::app), path_(path) {
   if (!out_) throw std::runtime_error("cannot open '" + path + "' for appending metrics.");
+  if (!tensorboard_dir.empty()) {
+    tensorboard_ = std::make_unique<TensorBoardWriter>(tensorboard_dir);
+    log::info("TensorBoard events go to {}", tensorboard_->path());
+  }
 }
+
+MetricsWriter::~MetricsWriter() = default;
 
 void MetricsWriter::write(nlohmann::json record) {
   out_ << record.dump() << "\n";
   out_.flush();
   if (!out_) log::warn("could not write to '{}'", path_);
+  if (tensorboard_) tensorboard_->write(record);
 }
 
 std::string utc_timestamp() {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -68,12 +69,14 @@ struct MetricsInputs {
   double window_data_seconds = 0;                    // rank 0's wait for batches in the window
   double last_micro_batch_seconds = 0;  // rank 0's last micro-batch: forward, backward and (at a step's end) update
   double last_micro_batch_data_seconds = 0;  // rank 0's wait for the last micro-batch
-  double step_seconds = 0, step_data_seconds = 0;  // rank 0's last optimizer step: compute, and wait for its batches
-  double grad_norm = 0, lr = 0;                    // of the last optimizer step
+  // Rank 0's optimizer step that this record ends: compute, and the wait for its batches (none: the record is inside
+  // an accumulation window, logging.acc_freq).
+  std::optional<double> step_seconds, step_data_seconds;
+  double grad_norm = 0, lr = 0;  // of the step this record ends; inside a window -1 (PLM's) and the next step's lr
   std::optional<double> loss_out;  // the last micro-batch's token-mean loss, averaged over the ranks that had loss
                                    // tokens in it (none: null)
   std::optional<double> loss_token_mean;  // the last step's loss, token-weighted over its micro-batches and ranks
-                                          // (none: the step had no loss tokens)
+                                          // (none: no loss tokens, or inside a window)
   int64_t micro_batches_done = 0;         // grad_acc_steps x step + acc_step
   int64_t batch_size = 0, max_seqlen = 0;  // per rank (data.batch_size), model.max_seqlen
   double peak_flops = 0;                   // 0: unknown (mfu null)
@@ -84,15 +87,20 @@ struct MetricsInputs {
 /// created_at, which the trainer adds).
 nlohmann::json metrics_record(const MetricsInputs& in);
 
-/// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only).
+class TensorBoardWriter;
+
+/// Appends one JSON object per line to dump_dir/metrics.jsonl, flushed after each line (rank 0 only), and, given a
+/// `tensorboard_dir`, the same record as a TensorBoard event there.
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const std::string& path);
+  explicit MetricsWriter(const std::string& path, const std::string& tensorboard_dir = "");
+  ~MetricsWriter();
   void write(nlohmann::json record);
 
  private:
   std::ofstream out_;
   std::string path_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
 };
 
 /// "2026-11-26T08:15:32.123456+00:00", as Python's datetime.now(timezone.utc).isoformat().

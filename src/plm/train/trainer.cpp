@@ -27,6 +27,7 @@
 #include "plm/train/adamw.h"
 #include "plm/train/data_parallel.h"
 #include "plm/train/metrics.h"
+#include "plm/train/profiler.h"
 #include "plm/train/schedule.h"
 #include "plm/train/signals.h"
 #include "plm/train/train_state.h"
@@ -89,18 +90,12 @@ struct StepBatches {
   double step_loss_tokens = 0;       // of the whole step on all ranks (global_tokens normalises by it)
   std::string data_state_after;      // the loader's state after the last one
   double data_seconds = 0;           // waiting for all of them
-  double last_data_seconds = 0;      // waiting for the last one
+  std::vector<double> data_seconds_each;  // waiting for each
 };
 
 /// What finishing a step decided.
 struct StepResult {
   double loss = 0, grad_norm = 0, lr = 0;  // loss: token-weighted over the step's micro-batches and ranks
-  std::optional<double> loss_out;          // the last micro-batch's token mean, averaged over ranks (PLM's loss/out)
-};
-
-/// How long the parts of one optimizer step took on this rank.
-struct StepTimes {
-  double step_seconds = 0, last_micro_batch_seconds = 0;
 };
 
 }  // namespace
@@ -118,6 +113,7 @@ struct Trainer::Impl {
   std::unique_ptr<ckpt::CheckpointStore> store;
   std::unique_ptr<FlopCounter> flops;
   std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<StepProfiler> profiler;  // profiling.run
   std::optional<data::LoaderFactory> val_loaders;  // data.val_datamix; each validation reads from its start
   double peak = 0;
   std::atomic<bool> stop{false};
@@ -148,7 +144,8 @@ struct Trainer::Impl {
   std::string save();
   void restore(const std::string& dir);
   void run_validation();
-  void log_step(const StepResult& r, const StepBatches& step, const StepTimes& times);
+  bool record_due_inside_window() const;
+  void log_record(MetricsInputs in);
   void log_memory_footprint();
 };
 
@@ -252,8 +249,13 @@ void Trainer::Impl::setup() {
   std::string peak_source;
   peak = peak_flops(args.logging.peak_tflops, compute, device, &peak_source);
   log::info("MFU is relative to {:.3g} TFLOP/s ({})", peak / 1e12, peak_source);
-  if (leader()) metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string());
+  if (leader())
+    metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string(),
+                                              args.logging.tensorboard ? (fs::path(args.dump_dir) / "tensorboard").string()
+                                                                       : "");
   val_loaders = eval::validation_loaders(args);
+  if (args.profiling.run)
+    profiler = std::make_unique<StepProfiler>(args.profiling, args.dump_dir, rank, device.is_cuda());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ StepBatches Trainer::Impl::read_step() {
   for (int64_t i = 0; i < args.grad_acc_steps; ++i) {
     const auto one = Clock::now();
     step.batches.push_back(loader->next());
-    step.last_data_seconds = seconds_since(one);
+    step.data_seconds_each.push_back(seconds_since(one));
   }
   step.data_state_after = loader->state_json();
   step.data_seconds = seconds_since(start);
@@ -336,10 +338,9 @@ StepResult Trainer::Impl::finish_step(const StepBatches& step) {
   StepResult r;
   r.grad_norm = parallel->clip_gradients(args.optim.clip);
   std::vector<double> window_loss{state.window_loss_sum, static_cast<double>(state.window_loss_tokens),
-                                  bad_samples.empty() ? 0.0 : 1.0, last_loss.value_or(0.0), last_loss ? 1.0 : 0.0};
+                                  bad_samples.empty() ? 0.0 : 1.0};
   sum_over_ranks(*world, window_loss);
   r.loss = window_loss[0] / std::max(1.0, window_loss[1]);
-  if (window_loss[4] > 0) r.loss_out = window_loss[3] / window_loss[4];
   r.lr = lr_for_update(args.optim, args.steps, state.step + 1);
   // The NaN/inf guard: every rank takes the same decision (the loss and the bad-sample flag are summed).
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm) || window_loss[2] > 0) {
@@ -416,15 +417,25 @@ void Trainer::Impl::log_memory_footprint() {
             world->rank(), f.parameter_bytes, grads, optimizer_state, f.padding_elements);
 }
 
-void Trainer::Impl::log_step(const StepResult& r, const StepBatches& step, const StepTimes& times) {
+// PLM's every_n_steps(step, logging.freq, acc_freq=logging.acc_freq) for a micro-batch that does not end a step:
+// state.step optimizer steps are done and state.acc_step micro-batches of the next one.
+bool Trainer::Impl::record_due_inside_window() const {
+  const auto& acc_freq = args.logging.acc_freq;
+  return acc_freq && state.acc_step > 0 && state.acc_step < args.grad_acc_steps &&
+         state.step % args.logging.freq == 0 && state.acc_step % *acc_freq == 0;
+}
+
+// One metrics record, a collective: every rank calls it at the same micro-batch. `in` carries what the caller knows
+// (the step's or the micro-batch's figures); the window's counts, the ranks' sums and loss/out are added here.
+void Trainer::Impl::log_record(MetricsInputs in) {
   std::vector<double> counts{static_cast<double>(window.tokens), static_cast<double>(window.loss_tokens),
-                             static_cast<double>(window.samples), window.model_flops};
+                             static_cast<double>(window.samples), window.model_flops, last_loss.value_or(0.0),
+                             last_loss ? 1.0 : 0.0};
   sum_over_ranks(*world, counts);
   if (!leader()) {
     window = LogWindow{};
     return;
   }
-  MetricsInputs in;
   in.step = state.step;
   in.acc_step = state.acc_step;
   in.world_size = world->size();
@@ -434,16 +445,9 @@ void Trainer::Impl::log_step(const StepResult& r, const StepBatches& step, const
   in.loss_tokens = static_cast<int64_t>(counts[1]);
   in.samples = static_cast<int64_t>(counts[2]);
   in.model_flops_per_device = counts[3] / world->size();  // MFU divides by one device's peak
+  if (counts[5] > 0) in.loss_out = counts[4] / counts[5];  // ranks without loss tokens are left out
   in.plm_flops_per_token = flops->plm_flops_per_token(args.model.max_seqlen);
   in.window_data_seconds = window.data_seconds;
-  in.last_micro_batch_seconds = times.last_micro_batch_seconds;
-  in.last_micro_batch_data_seconds = step.last_data_seconds;
-  in.step_seconds = times.step_seconds;
-  in.step_data_seconds = step.data_seconds;
-  in.grad_norm = r.grad_norm;
-  in.lr = r.lr;
-  in.loss_out = r.loss_out;
-  if (step.step_loss_tokens > 0) in.loss_token_mean = r.loss;
   in.micro_batches_done = args.grad_acc_steps * state.step + state.acc_step;
   in.batch_size = args.data.batch_size;
   in.max_seqlen = args.model.max_seqlen;
@@ -464,15 +468,26 @@ void Trainer::Impl::log_step(const StepResult& r, const StepBatches& step, const
   metrics->write(j);
 
   const double elapsed = std::max(1e-9, in.window_seconds);
+  const std::string mfu = peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a";
+  if (!in.step_seconds) {  // inside an accumulation window (logging.acc_freq)
+    log::info("step {}/{} acc {}/{} | loss/out {} | lr {:.3e} | {:.0f} tok/s | micro-batch {:.3f}s data {:.3f}s | "
+              "mfu {}",
+              state.step, args.steps, state.acc_step, args.grad_acc_steps,
+              in.loss_out ? fmt::format("{:.4f}", *in.loss_out) : "n/a", in.lr,
+              static_cast<double>(in.tokens) / elapsed, in.last_micro_batch_seconds, in.last_micro_batch_data_seconds,
+              mfu);
+    window = LogWindow{};
+    return;
+  }
   const double per_step =
       seconds_since(run_start) / static_cast<double>(std::max<int64_t>(1, state.step - run_start_step));
   const auto eta = static_cast<int64_t>(per_step * static_cast<double>(args.steps - state.step));
   log::info(
       "step {}/{} | loss {:.4f} | grad {:.3f} | lr {:.3e} | {:.0f} tok/s ({:.0f} loss) | {:.2f} samples/s | "
       "step {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
-      state.step, args.steps, r.loss, r.grad_norm, r.lr, static_cast<double>(in.tokens) / elapsed,
-      static_cast<double>(in.loss_tokens) / elapsed, static_cast<double>(in.samples) / elapsed, times.step_seconds,
-      step.data_seconds, peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a",
+      state.step, args.steps, in.loss_token_mean.value_or(std::nan("")), in.grad_norm, in.lr,
+      static_cast<double>(in.tokens) / elapsed, static_cast<double>(in.loss_tokens) / elapsed,
+      static_cast<double>(in.samples) / elapsed, *in.step_seconds, *in.step_data_seconds, mfu,
       in.memory.max_active_gib, eta / 3600, eta / 60 % 60, eta % 60);
   window = LogWindow{};
 }
@@ -516,6 +531,19 @@ TrainOutcome Trainer::run() {
       micro_batch_start = Clock::now();
       m.forward_backward(step.batches[k], step.loss_tokens[k], m.loss_scale(step, k));
       m.state.acc_step = i + 1;
+      m.window.data_seconds += step.data_seconds_each[k];
+      if (m.state.acc_step < a.grad_acc_steps) {  // inside the window; PLM's order: profiler step, then metrics
+        const double micro_batch_seconds = seconds_since(micro_batch_start);
+        if (m.profiler) m.profiler->tick();
+        if (m.record_due_inside_window()) {
+          MetricsInputs in;
+          in.grad_norm = -1;  // PLM's value for a micro-batch without an update
+          in.lr = lr_for_update(a.optim, a.steps, m.state.step + 1);
+          in.last_micro_batch_seconds = micro_batch_seconds;
+          in.last_micro_batch_data_seconds = step.data_seconds_each[k];
+          m.log_record(in);
+        }
+      }
       if (on_micro_batch) on_micro_batch(m.state.step, m.state.acc_step);
       // One process can stop inside a window (its partial gradients are saved); several stop at step boundaries.
       if (one_process && m.state.acc_step < a.grad_acc_steps && m.stop_requested()) {
@@ -526,9 +554,19 @@ TrainOutcome Trainer::run() {
       }
     }
     const StepResult r = m.finish_step(step);
-    const StepTimes times{seconds_since(compute_start), seconds_since(micro_batch_start)};
-    m.window.data_seconds += step.data_seconds;
-    if (m.due(a.logging.freq) || m.state.step == a.steps) m.log_step(r, step, times);
+    const double micro_batch_seconds = seconds_since(micro_batch_start), step_seconds = seconds_since(compute_start);
+    if (m.profiler) m.profiler->tick();  // after the update, before metrics, as PLM's loop (a trace save is not timed)
+    if (m.due(a.logging.freq) || m.state.step == a.steps) {
+      MetricsInputs in;
+      in.grad_norm = r.grad_norm;
+      in.lr = r.lr;
+      if (step.step_loss_tokens > 0) in.loss_token_mean = r.loss;
+      in.last_micro_batch_seconds = micro_batch_seconds;
+      in.last_micro_batch_data_seconds = step.data_seconds_each.back();
+      in.step_seconds = step_seconds;
+      in.step_data_seconds = step.data_seconds;
+      m.log_record(in);
+    }
     const bool eval_due = m.due(a.checkpoint.eval.every) || m.state.step == a.steps;
     const bool save_due = m.due(a.checkpoint.dump.every) || eval_due;
     if (save_due) out.checkpoint = m.save();

@@ -7,7 +7,9 @@
 #   2. the tiny model, bf16, on the GPU: full_shard (the sharded code path, one rank) vs no_shard, step times;
 #   3. plm generate from the tiny full_shard (sharded) checkpoint, fp32 on the GPU and on the CPU: same greedy text;
 #   4. PLM-1B stage 3 shapes (all parameters train, bf16, activation checkpointing, rows of 11,520 tokens, toy
-#      data): full_shard vs no_shard step time, MFU and peak memory.
+#      data): full_shard vs no_shard step time, MFU and peak memory;
+#   5. profiling.run on the tiny model on the GPU: the Kineto trace has CUDA kernels inside the micro-batch ranges,
+#      and the CUDA memory snapshot is a pickle with the allocator's segments and the window's alloc/free events.
 set -uo pipefail
 ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 work=/tmp/plm-gpu; rm -rf "$work"; mkdir -p "$work"
@@ -57,6 +59,26 @@ for dev in cuda cpu; do
 done
 same=$(diff -q <(grep "ids:" "$OUT/generate_cuda.txt") <(grep "ids:" "$OUT/generate_cpu.txt") >/dev/null && echo same || echo different)
 echo "generate cuda vs cpu: $same prompt and generated ids" | tee -a "$OUT/summary.txt"
+timeout 120 plm train "$ROOT/configs/models/tiny.yaml" dump_dir="$work/tiny_prof" steps=6 "${common[@]}" \
+    data.batch_size=8 data.image_res=56 data.max_num_tiles=1 data.vision_input_type=vanilla model.max_seqlen=96 \
+    data.conversation_format=plm_sft distributed.model_dtype=bf16 profiling.run=true profiling.mem_warmup=1 \
+    profiling.mem_steps=2 profiling.profile_warmup=3 profiling.profile_steps=2 > "$OUT/tiny_prof.log" 2>&1 ||
+  echo "profiled tiny failed: $(tail -3 "$OUT/tiny_prof.log")" | tee -a "$OUT/summary.txt"
+python3 - "$work/tiny_prof/profiling" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import glob, json, pickle, sys
+d = sys.argv[1]
+try:
+    ev = [e for e in json.load(open(f"{d}/profile_CPU_CUDA_000003/rank0.pt.trace.json"))["traceEvents"] if e.get("ph") == "X"]
+    ranges = [(e["ts"], e["ts"] + e["dur"]) for e in ev if e["name"].startswith("ProfilerStep#")]
+    kernels = [e for e in ev if e.get("cat") == "kernel"]
+    print(f"profiler: {len(ranges)} step ranges, {len(kernels)} CUDA kernels in the trace")
+    snaps = glob.glob(f"{d}/memory_snapshot/*_rank0.pickle")
+    s = pickle.load(open(snaps[0], "rb"))
+    print(f"memory snapshot {snaps[0].split('/')[-1]}: {len(s['segments'])} segments, "
+          f"{sum(len(t) for t in s['device_traces'])} trace events")
+except Exception as e:
+    print(f"profiler check failed: {type(e).__name__}: {e}")
+PY
 for mode in full_shard no_shard; do
   rm -rf "$work"/tiny_*/checkpoints
   timeout 200 plm train "$ROOT/recipes/stage3_sft/plm_1b.yaml" dump_dir="$work/b1_$mode" steps=6 "${common[@]}" \

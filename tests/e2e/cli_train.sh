@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `plm train` end to end on a small generated dataset: the loss falls, metrics.jsonl has every key, a run killed
 # with SIGKILL (and one stopped by SIGTERM) resumes to bit-identical weights, damaged checkpoints are passed over
-# with a reason, and a consolidated checkpoint loads into `plm model forward`.
+# with a reason, a consolidated checkpoint loads into `plm model forward`, and profiling.run writes a Chrome trace of
+# the micro-batches its schedule selects.
 # Usage: tests/e2e/cli_train.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -113,5 +114,49 @@ full = [json.loads(l)["loss/out"] for l in open(sys.argv[1])]
 nxt = json.loads(open(sys.argv[2]).readline())["loss/out"]
 assert nxt < full[0] - 1.0, (nxt, full)
 PYCHECK
+
+# 7. profiling.run: PLM's schedule counts micro-batches; micro-batches 2-3 (step 2's two) are traced. The trace is
+#    Chrome trace JSON (Python's json reads it) with both micro-batches' ranges, the forward and backward ops inside
+#    them and the AdamW update inside the second.
+#    The same run writes TensorBoard events (logging.tensorboard), which TensorBoard's own reader loads: every
+#    numeric key of every metrics.jsonl record, at its global_step.
+"$PLM" train recipe.yaml dump_dir=prof steps=3 checkpoint.dump.every=100 profiling.run=true profiling.profile_warmup=2 \
+  profiling.profile_steps=2 profiling.mem_warmup=0 profiling.mem_steps=1 logging.tensorboard=true \
+  > prof.log 2>&1 || fail "profiled run exited $?"
+"$PY" - prof <<'PYCHECK' || fail "TensorBoard events"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
+acc = EventAccumulator(f"{sys.argv[1]}/tensorboard", size_guidance={"scalars": 0})
+acc.Reload()
+want = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "global_step"}
+assert set(acc.Tags()["scalars"]) == want, sorted(set(acc.Tags()["scalars"]) ^ want)
+import numpy as np
+for key in want:
+    got = [(e.step, e.value) for e in acc.Scalars(key)]
+    exp = [(r["global_step"], float(np.float32(r[key]))) for r in rows if isinstance(r.get(key), (int, float))]
+    assert got == exp, (key, got, exp)
+print(f"TensorBoard: {len(want)} scalars x {len(rows)} records read back by EventAccumulator")
+PYCHECK
+"$PY" - prof/profiling/profile_CPU_CUDA_000002/rank0.pt.trace.json <<'PYCHECK' || fail "profiler trace"
+import json, sys
+events = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+ranges = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e["name"].startswith("ProfilerStep#")}
+assert sorted(ranges) == ["ProfilerStep#2", "ProfilerStep#3"], sorted(ranges)
+def ops_in(name):
+    lo, hi = ranges[name]
+    return {e["name"] for e in events if lo <= e["ts"] <= hi and e.get("cat") == "cpu_op"}
+for name in ranges:
+    ops = ops_in(name)
+    assert {"aten::mm", "aten::scaled_dot_product_attention"} & ops or "aten::addmm" in ops, (name, sorted(ops)[:40])
+    assert any("Backward" in o for o in ops), (name, "no backward op")
+assert "aten::addcdiv_" in ops_in("ProfilerStep#3") and "aten::addcdiv_" not in ops_in("ProfilerStep#2"), \
+    "the AdamW update belongs to the micro-batch that ends the step"
+print(f"profiler trace: {len(events)} events, {len(ops_in('ProfilerStep#3'))} distinct ops in ProfilerStep#3")
+PYCHECK
+grep -q "memory snapshots need a GPU" prof.log || fail "a CPU run does not say that it takes no memory snapshot"
+"$PLM" config validate recipe.yaml dump_dir=x profiling.run=true profiling.profile_warmup=1 profiling.mem_warmup=2 \
+  > overlap.txt 2>&1 && fail "overlapping profiler windows were accepted"
+grep -q "profiling.profile_warmup" overlap.txt || fail "the overlap error does not name the key: $(cat overlap.txt)"
 
 finish cli_train

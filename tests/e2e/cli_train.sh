@@ -89,6 +89,24 @@ grep -q "0000000006.*truncated" damaged2.log || fail "truncated shard not report
 grep -q "0000000004.*manifest" damaged2.log || fail "missing manifest not reported"
 grep -q "resumed from .*0000000002" damaged2.log || fail "did not resume from step 2"
 cmp -s $final/model.safetensors damaged/checkpoints/0000000008/model.safetensors || fail "weights after damaged resume differ"
+# The damaged folders were moved aside, not replaced by the new saves of steps 4 and 6 nor removed.
+for st in 4 6; do
+  [ -f damaged/checkpoints/000000000$st.damaged/params.json ] || fail "damaged step $st was not kept aside"
+  [ -f damaged/checkpoints/000000000$st/manifest.json ] || fail "step $st was not saved afresh"
+done
+# When every step folder fails verification the run refuses to start (not step 0 over them), naming them and the
+# override; they stay in place. With checkpoint.restart_when_damaged=true it starts at step 0 and keeps them aside.
+"$PLM" train recipe.yaml dump_dir=alldamaged steps=4 > alldamaged1.log 2>&1 || fail "steps=4 run exited $?"
+for f in alldamaged/checkpoints/*/optimizer.safetensors; do truncate -s -1 "$f"; done
+"$PLM" train recipe.yaml dump_dir=alldamaged steps=4 > alldamaged2.log 2>&1 && fail "a run over only damaged checkpoints started"
+grep -q "none of the 2 step folders.*0000000002 to 0000000004.*checkpoint.restart_when_damaged" alldamaged2.log ||
+  fail "the refusal does not name the folders and the key: $(tail -2 alldamaged2.log)"
+[ -d alldamaged/checkpoints/0000000004 ] && ! grep -q "resumed\|step 1/" alldamaged2.log || fail "the refusal moved or trained"
+"$PLM" train recipe.yaml dump_dir=alldamaged steps=4 checkpoint.restart_when_damaged=true > alldamaged3.log 2>&1 ||
+  fail "restart_when_damaged did not start"
+[ -d alldamaged/checkpoints/0000000002.damaged ] && [ -d alldamaged/checkpoints/0000000004.damaged ] ||
+  fail "restart_when_damaged did not keep the damaged folders aside"
+grep -q "step 1/4" alldamaged3.log || fail "restart_when_damaged did not train from step 1"
 
 # 5. Consolidate; the consolidated folder and the step folder give the same logits in `plm model forward`.
 "$PLM" consolidate $final > consolidated.txt || fail "consolidate exited $?"

@@ -148,8 +148,44 @@ TEST_CASE("newest_complete passes over a damaged newer folder and says which fil
     CHECK_THAT(text, Catch::Contains("skipping checkpoint '" + bad + "'"));
     CHECK_THAT(text, Catch::Contains(damage.file));
     CHECK_THAT(text, Catch::Contains(damage.reason));
-    CHECK(fs::exists(bad));  // reported, not deleted
+    CHECK_FALSE(fs::exists(bad));  // reported and moved aside, not deleted: a later save of step 200 cannot replace it
+    CHECK(fs::exists(fs::path(bad + ".damaged") / "params.json"));
+    CHECK_THAT(text, Catch::Contains("aside to '" + bad + ".damaged'"));
   }
+}
+
+TEST_CASE("when no step folder verifies newest_complete refuses, leaving them in place, unless asked to start over") {
+  Scratch s("plm_store_all_damaged");
+  LogCapture log(s);
+  const ckpt::CheckpointStore store(s.path("ckpt"), {}, {});
+  std::vector<std::string> dirs;
+  for (int64_t step : {100, 200, 300}) {
+    dirs.push_back(store.save(step, contents(step)));
+    fs::remove(fs::path(dirs.back()) / (step == 200 ? "manifest.json" : "model.safetensors"));
+  }
+  try {
+    (void)store.newest_complete();
+    FAIL("no refusal");
+  } catch (const ckpt::CheckpointError& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("none of the 3 step folders"));
+    CHECK_THAT(what, Catch::Contains("0000000100 to 0000000300"));
+    CHECK_THAT(what, Catch::Contains("checkpoint.restart_when_damaged"));
+  }
+  for (const auto& d : dirs) CHECK(fs::exists(d));
+  // A folder of the same name was set aside before: the next one takes .damaged.2.
+  fs::create_directories(dirs[0] + ".damaged");
+  CHECK_FALSE(store.newest_complete(/*start_over=*/true).has_value());
+  for (const auto& d : dirs) CHECK_FALSE(fs::exists(d));
+  CHECK(fs::exists(dirs[0] + ".damaged.2"));
+  CHECK(fs::exists(dirs[1] + ".damaged"));
+  CHECK(fs::exists(dirs[2] + ".damaged"));
+  // A new save of a set-aside step and retention leave the damaged folders alone.
+  const ckpt::CheckpointStore keep_one(s.path("ckpt"), {100, 1}, {});
+  const std::string fresh = keep_one.save(300, contents(7));
+  keep_one.clean_up(fresh);
+  CHECK(fs::exists(dirs[2] + ".damaged"));
+  CHECK(keep_one.newest_complete() == fresh);
 }
 
 TEST_CASE("a save that fails or crashes leaves only a temporary folder, which the next run ignores and removes") {

@@ -261,7 +261,7 @@ void CheckpointStore::verify(const std::string& dir) {
   }
 }
 
-std::optional<std::string> CheckpointStore::newest_complete() const {
+std::optional<std::string> CheckpointStore::newest_complete(bool start_over) const {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root_, ec)) {
     if (!is_tmp(e.path())) continue;
@@ -269,16 +269,37 @@ std::optional<std::string> CheckpointStore::newest_complete() const {
     std::error_code rm;
     fs::remove_all(e.path(), rm);
   }
-  auto steps = step_folders(root_);
-  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+  const auto steps = step_folders(root_);
+  std::vector<fs::path> damaged;
+  std::optional<std::string> found;
+  std::string newest_reason;
+  for (auto it = steps.rbegin(); it != steps.rend() && !found; ++it) {
     try {
       verify(it->second.string());
-      return it->second.string();
+      found = it->second.string();
     } catch (const CheckpointError& e) {
       log::warn("skipping checkpoint '{}': {}", it->second.string(), e.what());
+      damaged.push_back(it->second);
+      if (newest_reason.empty()) newest_reason = e.what();
     }
   }
-  return std::nullopt;
+  if (!found && !damaged.empty() && !start_over)
+    throw CheckpointError(fmt::format(
+        "none of the {} step folders in '{}' ({} to {}) verifies (the newest: {}); refusing to start from step 0 "
+        "over them: repair or move them, or set checkpoint.restart_when_damaged=true to start afresh with them moved "
+        "aside.",
+        damaged.size(), root_, damaged.back().filename().string(), damaged.front().filename().string(),
+        newest_reason));
+  for (const fs::path& dir : damaged) {  // kept for inspection, out of the way of saves and retention
+    fs::path aside = dir.string() + ".damaged";
+    std::error_code exists;
+    for (int n = 2; fs::exists(aside, exists); ++n) aside = dir.string() + ".damaged." + std::to_string(n);
+    if (::rename(dir.c_str(), aside.c_str()) == 0)
+      log::warn("moved the damaged checkpoint '{}' aside to '{}'", dir.string(), aside.string());
+    else
+      log::warn("cannot move the damaged checkpoint '{}' aside: {}", dir.string(), std::strerror(errno));
+  }
+  return found;
 }
 
 void CheckpointStore::clean_up(const std::string& protect) const {

@@ -62,11 +62,14 @@ class CheckpointStore {
   /// and renames the folder. Throws CheckpointError on every rank when any rank failed.
   std::string save_sharded(int64_t step, const RankFiles& files, dist::World& world) const;
 
-  /// The newest step folder that verifies, or nullopt. Every newer folder that does not verify is reported with
-  /// plm::log::warn, naming it and saying why (missing manifest, missing file, size or checksum mismatch).
-  /// Leftover temporary folders (`.tmp-*`) are ignored and removed; other non-numeric entries are left alone.
-  /// Verifying reads every byte of each folder it tries.
-  std::optional<std::string> newest_complete() const;
+  /// The newest step folder that verifies, or nullopt when there is no step folder. Every newer folder that does
+  /// not verify is reported with plm::log::warn, naming it and saying why (missing manifest, missing file, size or
+  /// checksum mismatch), and moved aside to `<step>.damaged` (`.damaged.2`, ... when taken): a later save of that
+  /// step or clean_up() never replaces or removes it. When step folders exist and none verifies, throws
+  /// CheckpointError naming them and leaves them in place, unless `start_over` (checkpoint.restart_when_damaged):
+  /// then all are moved aside and nullopt is returned. Leftover temporary folders (`.tmp-*`) are ignored and
+  /// removed; other non-numeric entries are left alone. Verifying reads every byte of each folder it tries.
+  std::optional<std::string> newest_complete(bool start_over = false) const;
 
   /// Applies the retention rules after a save: among the step folders, those with step % dump.every == 0 keep the
   /// newest dump.keep (0 = all), those with step % eval.every == 0 keep the newest eval.keep (0 = all), others are

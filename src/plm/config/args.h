@@ -357,6 +357,9 @@ struct CheckpointArgs {
   std::optional<std::string> vision_model_path;
   bool is_consolidated_model = false;
   bool continue_training_from_init = false;
+  // plm's addition: when step folders exist and none verifies, start from step 0 (they are moved aside, kept)
+  // instead of refusing to start (ckpt/checkpoint_store.h newest_complete).
+  bool restart_when_damaged = false;
 
   template <class V>
   void visit(V& v) {
@@ -367,6 +370,7 @@ struct CheckpointArgs {
     v("vision_model_path", vision_model_path);
     v("is_consolidated_model", is_consolidated_model);  // not read: the folder's files say its kind
     v("continue_training_from_init", continue_training_from_init, "declared but unused in PLM too");
+    v("restart_when_damaged", restart_when_damaged);
   }
 };
 

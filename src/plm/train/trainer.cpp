@@ -235,10 +235,21 @@ void Trainer::Impl::setup() {
       args.checkpoint.path.value_or((fs::path(args.dump_dir) / "checkpoints").string()), args.checkpoint.dump,
       args.checkpoint.eval);
   // Rank 0 picks the newest complete checkpoint (reading every byte once) and tells the others its step.
+  // A refusal (step folders, none verifies) reaches every rank as -2, so that none waits for the others.
   at::Tensor resume_step = at::full({1}, -1, at::kLong);
-  if (leader())
-    if (const auto dir = store->newest_complete()) resume_step.fill_(std::stoll(fs::path(*dir).filename().string()));
+  std::optional<ckpt::CheckpointError> refusal;
+  if (leader()) try {
+      if (const auto dir = store->newest_complete(args.checkpoint.restart_when_damaged))
+        resume_step.fill_(std::stoll(fs::path(*dir).filename().string()));
+    } catch (const ckpt::CheckpointError& e) {
+      refusal = e;
+      resume_step.fill_(-2);
+    }
   world->broadcast(resume_step, 0);
+  if (refusal) throw *refusal;
+  if (resume_step.item<int64_t>() == -2)
+    throw ckpt::CheckpointError("rank 0 found no checkpoint that verifies in '" + store->root() +
+                                "' and refused to start (its log says why).");
   if (const int64_t step = resume_step.item<int64_t>(); step >= 0) {
     restore(store->step_dir(step));
     last_saved_step = state.step;

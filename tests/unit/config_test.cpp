@@ -1,8 +1,11 @@
 // Config loading: defaults <- YAML (+ includes) <- overrides, every error path, print/load fixpoint.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "plm/config/emit.h"
 #include "plm/config/load.h"
@@ -424,4 +427,75 @@ TEST_CASE("all_key_paths lists every section and expands the vision model") {
   CHECK(has("checkpoint.dump.keep"));
   CHECK(has("env.NCCL_DEBUG"));
   CHECK(has("profiling.trace_folder"));
+}
+
+TEST_CASE("hostile recipes are refused in bounded time: alias bombs / non-regular files / include blow-ups / deep YAML") {
+  Scratch s("plm_cfg_hostile");
+  SECTION("a map alias bomb (each level doubles the last) in a file and in an override") {
+    std::string bomb = "a0: &a0 {x: 1, y: 2}\n";
+    for (int i = 1; i <= 40; ++i)
+      bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " {l: *a" + std::to_string(i - 1) + ", r: *a" +
+              std::to_string(i - 1) + "}\n";
+    CHECK_THAT(error_of(s.write("bomb.yaml", "name: x\neval:\n" + [&] {
+                 std::string indented;
+                 std::istringstream lines(bomb);
+                 for (std::string l; std::getline(lines, l);) indented += "  " + l + "\n";
+                 return indented;
+               }())),
+               Catch::Contains("bomb.yaml") && Catch::Contains("aliases"));
+    // Lists too, under a key that is accepted but unused (it would reach every checkpoint's params.json).
+    std::string lists = "[1, 2]";
+    std::string flow = "&l0 " + lists;
+    std::string doc = "name: x\neval: {l0: " + flow;
+    for (int i = 1; i <= 40; ++i)
+      doc += ", l" + std::to_string(i) + ": &l" + std::to_string(i) + " [*l" + std::to_string(i - 1) + ", *l" +
+             std::to_string(i - 1) + "]";
+    CHECK_THAT(error_of(s.write("lists.yaml", doc + "}\n")), Catch::Contains("aliases"));
+    CHECK_THAT(error_of("", {"eval={a: &a [1, 2], b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a], "
+                             "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], d: &d [*c, *c, *c, *c, *c, *c, *c, *c, "
+                             "*c, *c], e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d], f: [*e, *e, *e, *e, *e, *e, "
+                             "*e, *e, *e, *e, *e]}"}),
+               Catch::Contains("command-line override") && Catch::Contains("aliases"));
+  }
+  SECTION("a folder, a FIFO or a device as the recipe or an include") {
+    fs::create_directories(s.path("dir.yaml"));
+    CHECK_THAT(error_of(s.path("dir.yaml")), Catch::Contains("is a folder"));
+    CHECK_THAT(error_of(s.write("inc_dir.yaml", "include: dir.yaml\n")), Catch::Contains("is a folder"));
+    REQUIRE(::mkfifo(s.path("fifo.yaml").c_str(), 0600) == 0);  // opening it would block forever
+    CHECK_THAT(error_of(s.write("inc_fifo.yaml", "include: fifo.yaml\n")), Catch::Contains("not a regular file"));
+    CHECK_THAT(error_of("/dev/zero"), Catch::Contains("not a regular file"));
+    CHECK_THAT(error_of(s.write("inc_zero.yaml", "include: /dev/zero\n")), Catch::Contains("/dev/zero"));
+  }
+  SECTION("a file over the size limit") {
+    CHECK_THAT(error_of(s.write("huge.yaml", "name: x\n# " + std::string((16u << 20) + 10, 'y') + "\n")),
+               Catch::Contains("huge.yaml") && Catch::Contains("at most"));
+  }
+  SECTION("a diamond of includes, and a chain deeper than the limit") {
+    // d_i includes l_i and r_i, which both include d_{i+1}: 2^12 reads without a bound (24 files deep).
+    for (int i = 0; i < 12; ++i) {
+      const std::string next = "d" + std::to_string(i + 1) + ".yaml";
+      s.write("d" + std::to_string(i) + ".yaml", "include: [l" + std::to_string(i) + ".yaml, r" + std::to_string(i) +
+                                                     ".yaml]\n");
+      s.write("l" + std::to_string(i) + ".yaml", "include: " + next + "\n");
+      s.write("r" + std::to_string(i) + ".yaml", "include: " + next + "\n");
+    }
+    s.write("d12.yaml", "name: deep\n");
+    CHECK_THAT(error_of(s.path("d0.yaml")), Catch::Contains("more than 256 config files"));
+    for (int i = 0; i < 40; ++i)
+      s.write("c" + std::to_string(i) + ".yaml", "include: c" + std::to_string(i + 1) + ".yaml\n");
+    s.write("c40.yaml", "name: chain\n");
+    CHECK_THAT(error_of(s.path("c0.yaml")), Catch::Contains("at most 32 deep"));
+    // Within the limits both shapes load.
+    for (int i = 0; i < 4; ++i)
+      s.write("e" + std::to_string(i) + ".yaml", "include: [f" + std::to_string(i) + ".yaml, g" + std::to_string(i) +
+                                                     ".yaml]\n"),
+          s.write("f" + std::to_string(i) + ".yaml", "include: e" + std::to_string(i + 1) + ".yaml\n"),
+          s.write("g" + std::to_string(i) + ".yaml", "include: e" + std::to_string(i + 1) + ".yaml\n");
+    s.write("e4.yaml", "name: small_diamond\n");
+    CHECK(load_config(s.path("e0.yaml")).args.name == "small_diamond");
+  }
+  SECTION("YAML nested 100,000 deep names the file and the depth") {
+    CHECK_THAT(error_of(s.write("deep.yaml", "name: " + std::string(100000, '[') + std::string(100000, ']') + "\n")),
+               Catch::Contains("deep.yaml") && Catch::Contains("nests deeper"));
+  }
 }

@@ -3,6 +3,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <vector>
+
+#include <yaml-cpp/depthguard.h>
 #include <fstream>
 #include <sstream>
 
@@ -10,6 +13,63 @@ namespace fs = std::filesystem;
 
 namespace plm::config {
 namespace {
+
+// Bounds on what a recipe may cost (source.h): a recipe and its includes are a few kB and a few hundred values.
+constexpr uintmax_t kMaxFileBytes = 16u << 20;  // one config file
+constexpr size_t kMaxIncludeDepth = 32;         // files including files
+constexpr size_t kMaxFileLoads = 256;           // files read for one recipe (a diamond of includes reads some twice)
+constexpr size_t kMaxValues = 100000;           // nodes of one document with its aliases expanded
+
+// Counts the nodes of `doc` as a walk sees them (an alias is walked again each time it is used), stopping at
+// `budget`: an alias bomb costs at most `budget` steps.
+size_t expanded_size(const YAML::Node& doc, size_t budget) {
+  size_t n = 0;
+  std::vector<YAML::Node> stack{doc};
+  while (!stack.empty() && n <= budget) {
+    const YAML::Node node = stack.back();
+    stack.pop_back();
+    ++n;
+    if (node.IsMap()) {
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        stack.push_back(it->first);
+        stack.push_back(it->second);
+      }
+    } else if (node.IsSequence()) {
+      for (auto it = node.begin(); it != node.end(); ++it) stack.push_back(*it);
+    }
+  }
+  return n;
+}
+
+void check_size(const YAML::Node& doc, const std::string& what) {
+  if (expanded_size(doc, kMaxValues) > kMaxValues)
+    throw ConfigError(what + " holds more than " + std::to_string(kMaxValues) +
+                      " values once its YAML aliases are expanded; a recipe needs a few hundred (an alias bomb?).");
+}
+
+// The text of a config file: a regular file (not a folder, FIFO or device) of at most kMaxFileBytes.
+std::string read_config_file(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st))
+    throw ConfigError("cannot read config file '" + path.string() + "': " +
+                      (ec ? ec.message() : std::string("No such file or directory")) + ".");
+  if (!fs::is_regular_file(st))
+    throw ConfigError("config file '" + path.string() + "' is " +
+                      (fs::is_directory(st) ? "a folder" : "not a regular file (a FIFO, device or socket)") +
+                      "; a recipe or include must be a YAML file.");
+  if (const uintmax_t bytes = fs::file_size(path, ec); !ec && bytes > kMaxFileBytes)
+    throw ConfigError("config file '" + path.string() + "' is " + std::to_string(bytes) + " bytes; a config file may " +
+                      "be at most " + std::to_string(kMaxFileBytes) + ".");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("cannot read config file '" + path.string() + "': " + std::strerror(errno) + ".");
+  std::string text(kMaxFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxFileBytes)  // it grew while being read
+    throw ConfigError("config file '" + path.string() + "' is larger than " + std::to_string(kMaxFileBytes) + " bytes.");
+  return text;
+}
 
 std::string join(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
@@ -63,8 +123,9 @@ fs::path resolve_include(const fs::path& including, const std::string& name) {
   return {};
 }
 
-void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain) {
-  const fs::path canonical = fs::weakly_canonical(path);
+void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, size_t& loads) {
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(path, ec);
   for (const auto& p : chain) {
     if (p == canonical) {
       std::string cycle;
@@ -72,16 +133,24 @@ void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain) 
       throw ConfigError("include cycle: " + cycle + canonical.string() + ".");
     }
   }
-  std::ifstream in(path);
-  if (!in) throw ConfigError("cannot read config file '" + path.string() + "': " + std::strerror(errno) + ".");
-  std::stringstream text;
-  text << in.rdbuf();
+  if (chain.size() >= kMaxIncludeDepth)
+    throw ConfigError("'" + path.string() + "' is included " + std::to_string(chain.size()) +
+                      " files deep; includes may nest at most " + std::to_string(kMaxIncludeDepth) + " deep.");
+  if (++loads > kMaxFileLoads)
+    throw ConfigError("the recipe reads more than " + std::to_string(kMaxFileLoads) + " config files through its " +
+                      "includes (the last: '" + path.string() + "'); files that include the same files many times " +
+                      "multiply (a diamond of includes?).");
+  const std::string text = read_config_file(path);
   YAML::Node doc;
   try {
-    doc = YAML::Load(text.str());
+    doc = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": the YAML nests deeper than " +
+                      std::to_string(e.depth()) + " levels; a recipe nests a few.");
   } catch (const YAML::Exception& e) {
     throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg + ".");
   }
+  check_size(doc, "config file '" + path.string() + "'");
   if (doc.IsNull()) return;  // an empty file is an empty mapping
   if (!doc.IsMap())
     throw ConfigError(path.string() + ": the top level of a config file must be a mapping of keys to values.");
@@ -106,7 +175,7 @@ void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain) 
       if (found.empty())
         throw ConfigError(where + ": included file '" + name + "' not found next to '" + path.string() +
                           "' or in any folder above it.");
-      load_into(found, out, chain);
+      load_into(found, out, chain, loads);
     }
     doc.remove("include");
   }
@@ -128,7 +197,8 @@ std::string Source::where(const std::string& path) const {
 Source load_yaml_with_includes(const std::string& path) {
   Source out;
   std::vector<fs::path> chain;
-  load_into(path, out, chain);
+  size_t loads = 0;
+  load_into(path, out, chain, loads);
   return out;
 }
 
@@ -144,6 +214,7 @@ void apply_overrides(Source& source, const std::vector<std::string>& overrides) 
     } catch (const YAML::Exception& e) {
       throw ConfigError(where + ": the value is not valid YAML (" + e.msg + ").");
     }
+    check_size(value, where);
     // Walk/create the maps down to the parent of the last key, then merge a one-key mapping there
     // so that origins are recorded exactly as for a file.
     YAML::Node top(YAML::NodeType::Map);

@@ -334,3 +334,63 @@ TEST_CASE("writers refuse tensors they cannot store and leave no file behind") {
   CHECK_THAT(error_of([&] { write_safetensors(all_dtypes(), s.path("no/such/dir/x.safetensors")); }),
              Contains("no/such/dir/x.safetensors"));
 }
+
+TEST_CASE("the safetensors reader refuses what the reference library refuses / and duplicate names / in bounded time") {
+  Scratch s;
+  const std::string path = s.path("hostile.safetensors");
+  const auto error = [&](const std::string& header, size_t data_bytes) {
+    s.write("hostile.safetensors", safetensors_bytes(header, data_bytes));
+    return error_of([&] { read_safetensors(path); });
+  };
+  const auto metadata_error = [&](const std::string& header, size_t data_bytes) {
+    s.write("hostile.safetensors", safetensors_bytes(header, data_bytes));
+    return error_of([&] { read_safetensors_metadata(path); });
+  };
+  const std::string w = R"("w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]})";
+  // Duplicate names (a JSON library would keep the last), also inside __metadata__ and within one tensor.
+  CHECK_THAT(error("{" + w + ", " + w + "}", 8), Contains(path) && Contains("two entries named 'w'"));
+  CHECK_THAT(metadata_error(R"({"__metadata__": {"a": "1", "a": "2"}, )" + w + "}", 8), Contains("'a'"));
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [2], "shape": [2], "data_offsets": [0, 8]}})", 8),
+             Contains("'w'") && Contains("twice"));
+  // Holes and uncovered bytes: the tensors must tile the data area.
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12),
+             Contains("'w'") && Contains("hole"));
+  CHECK_THAT(error(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                       "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})", 12),
+             Contains("'b'") && Contains("hole"));
+  CHECK_THAT(error("{" + w + "}", 16), Contains(path) && Contains("8 bytes after its last tensor"));
+  CHECK_THAT(error("{}", 4), Contains("4 bytes after"));
+  // __metadata__ must be an object of strings, for every reader.
+  for (const std::string m : {R"("x")", "[1]", "3", R"({"k": 1})", R"({"k": {"n": "v"}})"}) {
+    INFO(m);
+    CHECK_THAT(error(R"({"__metadata__": )" + m + ", " + w + "}", 8), Contains(path) && Contains("__metadata__"));
+    CHECK_THAT(metadata_error(R"({"__metadata__": )" + m + ", " + w + "}", 8), Contains("__metadata__"));
+  }
+  // A tensor entry of the wrong kind, a shape of the wrong kind, a nested shape.
+  CHECK_THAT(error(R"({"w": [1, 2]})", 0), Contains("'w'") && Contains("instead of an object"));
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": 2, "data_offsets": [0, 4]}})", 4),
+             Contains("'w'") && Contains("not a list"));
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [[1]], "data_offsets": [0, 4]}})", 4), Contains("'w'"));
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 8]}})", 8),
+             Contains("'w'") && Contains("data_offsets"));
+  CHECK_THAT(error(R"(["w"])", 0), Contains("not an object"));
+  // Unknown fields are skipped whole, as the reference library does.
+  s.write("hostile.safetensors",
+          safetensors_bytes(R"({"w": {"x": {"y": [1, {"z": 2}]}, "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
+                            8));
+  CHECK(read_safetensors(path).at("w").sizes() == c10::IntArrayRef{2});
+  // 100,000 dimensions: refused at the 65th, not multiplied out.
+  std::string dims;
+  for (int i = 0; i < 100000; ++i) dims += (i ? ",1" : "1");
+  CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [)" + dims + R"(], "data_offsets": [0, 4]}})", 4),
+             Contains("'w'") && Contains("more than 64 dimensions"));
+  // A header over the format's 100 MB limit is refused before it is parsed (a sparse file: no disk used).
+  {
+    std::ofstream(path, std::ios::binary | std::ios::trunc);
+    fs::resize_file(path, 100000000 + 64);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    const uint64_t len = 100000000 + 8;
+    for (int i = 0; i < 8; ++i) f.put(static_cast<char>((len >> (8 * i)) & 0xff));
+  }
+  CHECK_THAT(error_of([&] { read_safetensors(path); }), Contains(path) && Contains("at most 100000000"));
+}

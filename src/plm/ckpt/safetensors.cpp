@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -136,17 +137,208 @@ namespace {
 
 // ---- reading ----
 
+// The safetensors library's bounds: its MAX_HEADER_SIZE, and plm's on dimensions (LibTorch's kernels take at most
+// 25; no checkpoint tensor has more than a handful).
+constexpr uint64_t kMaxHeaderBytes = 100000000;
+constexpr size_t kMaxDims = 64;
+
 // One tensor as the header describes it, validated against the data area.
 struct HeaderEntry {
   std::string name;
-  at::ScalarType dtype;
+  at::ScalarType dtype = at::kFloat;
   std::vector<int64_t> shape;
-  uint64_t begin, end;
+  uint64_t begin = 0, end = 0;
 };
 
 struct Header {
-  json doc;
+  std::vector<HeaderEntry> entries;  // in the order of their data
+  std::map<std::string, std::string> metadata;
   uint64_t data_start = 0;  // file offset of the data area
+};
+
+// A SAX pass over the header's JSON that keeps only what the tensors need: memory is the names, shapes and
+// metadata strings (a small multiple of the header's bytes), not a JSON document's ~50x. Refuses what the
+// safetensors library refuses (a non-object header or __metadata__, a non-string metadata value, missing or
+// ill-typed fields, a size that does not match dtype x shape) and also duplicate names, which it lets the last win.
+class HeaderReader : public json::json_sax_t {
+ public:
+  HeaderReader(std::string path, uint64_t data_size) : path_(std::move(path)), data_size_(data_size) {}
+
+  std::string error;  // set when a callback refused
+  std::vector<HeaderEntry> entries;
+  std::map<std::string, std::string> metadata;
+
+  bool null() override { return primitive(Kind::null); }
+  bool boolean(bool) override { return primitive(Kind::other); }
+  bool number_integer(number_integer_t) override { return primitive(Kind::negative); }
+  bool number_unsigned(number_unsigned_t v) override { return number(v); }
+  bool number_float(number_float_t, const string_t&) override { return primitive(Kind::other); }
+  bool binary(binary_t&) override { return primitive(Kind::other); }
+  bool string(string_t& v) override {
+    if (skip_ > 0 || depth_ != 2) return primitive(Kind::other);
+    if (in_metadata_) {
+      if (!metadata.emplace(key_, v).second) return fail("has two __metadata__ entries named '" + key_ + "'");
+      return true;
+    }
+    if (field_ == Field::dtype) {
+      dtype_name_ = v;
+      const auto names = detail::dtype_names();
+      const auto it = std::find_if(names.begin(), names.end(), [&](const auto& d) { return v == d.safetensors; });
+      if (it == names.end())
+        return fail_tensor("has dtype '" + v + "', which plm does not read (F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+      entry_.dtype = it->type;
+      has_dtype_ = true;
+      return true;
+    }
+    return primitive(Kind::other);
+  }
+  bool start_object(std::size_t) override {
+    if (skip_ > 0) return ++skip_, true;
+    ++depth_;
+    if (depth_ == 1) return true;
+    if (depth_ == 2) {
+      if (key_ == "__metadata__") return in_metadata_ = true;
+      entry_ = HeaderEntry{key_, at::kFloat, {}, 0, 0};
+      has_dtype_ = has_shape_ = has_offsets_ = false;
+      return true;
+    }
+    return nested("an object");
+  }
+  bool end_object() override {
+    if (skip_ > 0) return --skip_, true;
+    if (depth_-- != 2) return true;
+    if (in_metadata_) return in_metadata_ = false, true;
+    return finish_entry();
+  }
+  bool start_array(std::size_t) override {
+    if (skip_ > 0) return ++skip_, true;
+    if (depth_ == 0) return fail("has a JSON header that is not an object");
+    ++depth_;
+    if (depth_ == 3 && !in_metadata_ && (field_ == Field::shape || field_ == Field::offsets)) {
+      (field_ == Field::shape ? has_shape_ : has_offsets_) = true;
+      return true;
+    }
+    return nested("a list");
+  }
+  bool end_array() override {
+    if (skip_ > 0) return --skip_, true;
+    --depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (skip_ > 0) return true;
+    if (depth_ == 1) {
+      if (!names_.insert(k).second) return fail("has two entries named '" + k + "' (corrupt header)");
+      key_ = k;
+      return true;
+    }
+    if (in_metadata_) {
+      key_ = k;
+      return true;
+    }
+    field_ = k == "dtype" ? Field::dtype : k == "shape" ? Field::shape : k == "data_offsets" ? Field::offsets
+                                                                                            : Field::other;
+    if ((field_ == Field::dtype && has_dtype_) || (field_ == Field::shape && has_shape_) ||
+        (field_ == Field::offsets && has_offsets_))
+      return fail_tensor("has the field '" + k + "' twice");
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) override {
+    if (error.empty()) error = c10::str("'", path_, "' has a corrupt JSON header (parse error at byte ", position, ").");
+    return false;
+  }
+
+ private:
+  enum class Kind { null, negative, other };
+  enum class Field { dtype, shape, offsets, other };
+
+  bool fail(const std::string& why) {
+    error = c10::str("'", path_, "' ", why, ".");
+    return false;
+  }
+  bool fail_tensor(const std::string& why) {
+    error = c10::str("tensor '", entry_.name, "' in '", path_, "' ", why, ".");
+    return false;
+  }
+  // A nested value where the format has none: metadata values are strings; unknown tensor fields are skipped.
+  bool nested(const char* what) {
+    if (in_metadata_) return fail("has __metadata__ entry '" + key_ + "' that is not a string");
+    if (depth_ - 1 == 2 && field_ == Field::other) {  // an unknown field's value: skip it whole
+      --depth_;
+      skip_ = 1;
+      return true;
+    }
+    --depth_;
+    if (depth_ == 1) {  // the value of a top-level entry
+      if (key_ == "__metadata__") return fail("has a __metadata__ that is not an object");
+      entry_.name = key_;
+      return fail_tensor(c10::str("is ", what, " instead of an object with dtype, shape, data_offsets"));
+    }
+    return fail_tensor(c10::str("has ", what, " where the header format has a number or string"));
+  }
+  bool primitive(Kind kind) {
+    if (skip_ > 0) return true;
+    if (depth_ == 0) return fail("has a JSON header that is not an object");
+    if (depth_ == 1) {
+      if (key_ == "__metadata__" && kind == Kind::null) return true;
+      if (key_ == "__metadata__") return fail("has a __metadata__ that is not an object");
+      entry_.name = key_;
+      return fail_tensor("lacks one of the header fields dtype, shape, data_offsets");
+    }
+    if (in_metadata_) return fail("has __metadata__ entry '" + key_ + "' that is not a string");
+    if (field_ == Field::other) return true;  // an unknown field's value
+    if (field_ == Field::dtype) return fail_tensor("has a dtype that is not a string");
+    if (field_ == Field::shape)
+      return fail_tensor(depth_ == 2 ? "has a shape that is not a list"
+                                     : "has a shape entry that is not a non-negative integer");
+    return fail_tensor("has data_offsets that are not two non-negative integers");
+  }
+  bool number(uint64_t v) {
+    if (skip_ > 0 || depth_ != 3) return primitive(Kind::other);
+    if (field_ == Field::shape) {
+      if (entry_.shape.size() == kMaxDims) return fail_tensor(c10::str("has more than ", kMaxDims, " dimensions"));
+      if (v > uint64_t{INT64_MAX}) return fail_tensor("has an impossible shape");
+      entry_.shape.push_back(static_cast<int64_t>(v));
+      return true;
+    }
+    if (offsets_seen_(v)) return true;
+    return fail_tensor("has data_offsets that are not two non-negative integers");
+  }
+  bool offsets_seen_(uint64_t v) {
+    if (offsets_n_ == 0) entry_.begin = v;
+    else if (offsets_n_ == 1) entry_.end = v;
+    else return false;
+    ++offsets_n_;
+    return true;
+  }
+  bool finish_entry() {
+    const size_t offsets = offsets_n_;
+    offsets_n_ = 0;
+    if (!has_dtype_ || !has_shape_ || !has_offsets_)
+      return fail_tensor("lacks one of the header fields dtype, shape, data_offsets");
+    if (offsets != 2) return fail_tensor("has data_offsets that are not two non-negative integers");
+    uint64_t nbytes = at::elementSize(entry_.dtype);
+    for (const int64_t n : entry_.shape)
+      if (__builtin_mul_overflow(nbytes, static_cast<uint64_t>(n), &nbytes)) return fail_tensor("has an impossible shape");
+    if (entry_.begin > entry_.end || entry_.end > data_size_)
+      return fail_tensor(c10::str("has data_offsets [", entry_.begin, ", ", entry_.end, "] outside the ", data_size_,
+                                  "-byte data area (truncated or corrupt file)"));
+    if (entry_.end - entry_.begin != nbytes)
+      return fail_tensor(c10::str("has data_offsets spanning ", entry_.end - entry_.begin, " bytes but dtype ",
+                                  dtype_name_, " and shape ", c10::IntArrayRef(entry_.shape), " need ", nbytes));
+    entries.push_back(std::move(entry_));
+    return true;
+  }
+
+  std::string path_;
+  uint64_t data_size_;
+  int depth_ = 0, skip_ = 0;
+  bool in_metadata_ = false, has_dtype_ = false, has_shape_ = false, has_offsets_ = false;
+  size_t offsets_n_ = 0;
+  std::string key_, dtype_name_;
+  Field field_ = Field::other;
+  HeaderEntry entry_;
+  std::unordered_set<std::string> names_;
 };
 
 Header read_header(const detail::MappedFile& f) {
@@ -160,73 +352,34 @@ Header read_header(const detail::MappedFile& f) {
     throw CheckpointError(c10::str("'", f.path(), "' is truncated or not a safetensors file: its header length is ",
                                    len, " bytes but only ", f.size() - 8, " bytes follow."));
   }
+  if (len > kMaxHeaderBytes)
+    throw CheckpointError(c10::str("'", f.path(), "' has a ", len, "-byte header; the safetensors format allows at most ",
+                                   kMaxHeaderBytes, "."));
   Header h;
   h.data_start = 8 + len;
-  try {
-    h.doc = json::parse(f.data() + 8, f.data() + 8 + len);
-  } catch (const json::parse_error& e) {
-    throw CheckpointError(c10::str("'", f.path(), "' has a corrupt JSON header (parse error at byte ", e.byte, ")."));
+  HeaderReader reader(f.path(), f.size() - h.data_start);
+  const bool ok = json::sax_parse(f.data() + 8, f.data() + 8 + len, &reader);
+  if (!ok || !reader.error.empty())
+    throw CheckpointError(!reader.error.empty() ? reader.error
+                                                : c10::str("'", f.path(), "' has a corrupt JSON header."));
+  h.entries = std::move(reader.entries);
+  h.metadata = std::move(reader.metadata);
+  // As the safetensors library: sorted by offset, the tensors tile the data area from byte 0 to its end.
+  std::stable_sort(h.entries.begin(), h.entries.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
+  uint64_t at_byte = 0;
+  for (const HeaderEntry& e : h.entries) {
+    if (e.begin < at_byte)  // tensors over the same bytes would alias each other
+      throw CheckpointError(c10::str("tensor '", e.name, "' in '", f.path(), "' overlaps the tensor before it (corrupt ",
+                                     "header)."));
+    if (e.begin > at_byte)
+      throw CheckpointError(c10::str("tensor '", e.name, "' in '", f.path(), "' starts at byte ", e.begin,
+                                     " of the data area, leaving a hole after byte ", at_byte, " (corrupt header)."));
+    at_byte = e.end;
   }
-  if (!h.doc.is_object()) throw CheckpointError(c10::str("'", f.path(), "' has a JSON header that is not an object."));
+  if (at_byte != f.size() - h.data_start)
+    throw CheckpointError(c10::str("'", f.path(), "' has ", f.size() - h.data_start - at_byte,
+                                   " bytes after its last tensor that no tensor covers (corrupt header)."));
   return h;
-}
-
-HeaderEntry parse_entry(const std::string& path, const std::string& name, const json& j, uint64_t data_size) {
-  const auto bad = [&](const std::string& why) {
-    return CheckpointError(c10::str("tensor '", name, "' in '", path, "' ", why, "."));
-  };
-  if (!j.is_object() || !j.contains("dtype") || !j.contains("shape") || !j.contains("data_offsets")) {
-    throw bad("lacks one of the header fields dtype, shape, data_offsets");
-  }
-  const json& jd = j["dtype"];
-  const json& js = j["shape"];
-  const json& jo = j["data_offsets"];
-  if (!jd.is_string()) throw bad("has a dtype that is not a string");
-  const auto names = detail::dtype_names();
-  const auto dtype = std::find_if(names.begin(), names.end(), [&](const auto& d) { return jd == d.safetensors; });
-  if (dtype == names.end()) {
-    throw bad(c10::str("has dtype '", jd.get<std::string>(),
-                       "', which plm does not read (F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)"));
-  }
-  HeaderEntry e{name, dtype->type, {}, 0, 0};
-  if (!js.is_array()) throw bad("has a shape that is not a list");
-  uint64_t nbytes = at::elementSize(e.dtype);
-  for (const json& d : js) {
-    if (!d.is_number_unsigned()) throw bad("has a shape entry that is not a non-negative integer");
-    const uint64_t n = d.get<uint64_t>();
-    if (n > uint64_t{INT64_MAX} || __builtin_mul_overflow(nbytes, n, &nbytes)) throw bad("has an impossible shape");
-    e.shape.push_back(static_cast<int64_t>(n));
-  }
-  if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned()) {
-    throw bad("has data_offsets that are not two non-negative integers");
-  }
-  e.begin = jo[0].get<uint64_t>();
-  e.end = jo[1].get<uint64_t>();
-  if (e.begin > e.end || e.end > data_size) {
-    throw bad(c10::str("has data_offsets [", e.begin, ", ", e.end, "] outside the ", data_size,
-                       "-byte data area (truncated or corrupt file)"));
-  }
-  if (e.end - e.begin != nbytes) {
-    throw bad(c10::str("has data_offsets spanning ", e.end - e.begin, " bytes but dtype ", jd.get<std::string>(),
-                       " and shape ", c10::IntArrayRef(e.shape), " need ", nbytes));
-  }
-  return e;
-}
-
-// The header's tensors in the order of their data.
-std::vector<HeaderEntry> parse_entries(const detail::MappedFile& f, const Header& h) {
-  std::vector<HeaderEntry> entries;
-  for (const auto& [name, j] : h.doc.items()) {
-    if (name != "__metadata__") entries.push_back(parse_entry(f.path(), name, j, f.size() - h.data_start));
-  }
-  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
-  for (size_t k = 1; k < entries.size(); ++k) {  // tensors over the same bytes would alias each other
-    if (entries[k].begin < entries[k - 1].end) {
-      throw CheckpointError(c10::str("tensor '", entries[k].name, "' in '", f.path(), "' overlaps tensor '",
-                                     entries[k - 1].name, "' (corrupt header)."));
-    }
-  }
-  return entries;
 }
 
 }  // namespace
@@ -235,25 +388,13 @@ TensorMap read_safetensors(const std::string& path) {
   const detail::MappedFile f(path);
   const Header h = read_header(f);
   TensorMap out;
-  for (const HeaderEntry& e : parse_entries(f, h))
-    out.insert(e.name, f.tensor(h.data_start + e.begin, e.shape, e.dtype));
+  for (const HeaderEntry& e : h.entries) out.insert(e.name, f.tensor(h.data_start + e.begin, e.shape, e.dtype));
   return out;
 }
 
 std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
   const detail::MappedFile f(path);
-  const Header h = read_header(f);
-  std::map<std::string, std::string> out;
-  const auto it = h.doc.find("__metadata__");
-  if (it == h.doc.end() || it->is_null()) return out;
-  if (!it->is_object()) throw CheckpointError(c10::str("'", path, "' has a __metadata__ that is not an object."));
-  for (const auto& [key, value] : it->items()) {
-    if (!value.is_string()) {
-      throw CheckpointError(c10::str("'", path, "' has __metadata__ entry '", key, "' that is not a string."));
-    }
-    out.emplace(key, value.get<std::string>());
-  }
-  return out;
+  return read_header(f).metadata;
 }
 
 void write_safetensors(const TensorMap& tensors, const std::string& path,

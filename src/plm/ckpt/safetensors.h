@@ -62,7 +62,12 @@ class TensorMap {
 /// Replace a mapped file by rename (as plm's writers do), never by rewriting it in place: a file truncated under
 /// live tensors kills the process with SIGBUS. Dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL. Throws
 /// CheckpointError if the file is missing, truncated or corrupt (header length, JSON, offsets, sizes) or holds
-/// another dtype.
+/// another dtype. Refuses what the safetensors library refuses (a header over 100,000,000 bytes or not a JSON
+/// object; a __metadata__ that is not an object of strings; tensors that do not tile the data area from byte 0 to
+/// its end, i.e. holes, overlaps or trailing bytes; a size other than dtype x shape) and also duplicate names
+/// (which it lets the last win) and shapes of more than 64 dimensions. Unknown per-tensor fields are skipped.
+/// Cost: one pass over the header (a SAX parse, no JSON document), memory about the header's size (names, shapes,
+/// metadata strings) plus a constant; the tensors themselves are mapped, not read.
 TensorMap read_safetensors(const std::string& path);
 
 /// The header's "__metadata__" (string -> string), empty if absent. Reads only the header.

@@ -13,6 +13,8 @@
 
 #include <unistd.h>
 
+#include <caffe2/serialize/inline_container.h>
+
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/torch_pickle.h"
 
@@ -393,4 +395,61 @@ TEST_CASE("the safetensors reader refuses what the reference library refuses / a
     for (int i = 0; i < 8; ++i) f.put(static_cast<char>((len >> (8 * i)) & 0xff));
   }
   CHECK_THAT(error_of([&] { read_safetensors(path); }), Contains(path) && Contains("at most 100000000"));
+}
+
+namespace {
+
+// A torch.save-style zip whose data.pkl is `pkl` (the raw pickle bytes a test crafts).
+std::string pth_with_pickle(const Scratch& s, const std::string& name, const std::string& pkl) {
+  const std::string path = s.path(name);
+  caffe2::serialize::PyTorchStreamWriter w(path);
+  w.writeRecord("data.pkl", pkl.data(), pkl.size());
+  w.writeEndOfFile();
+  return path;
+}
+
+std::string pickle_str(const std::string& v) {  // SHORT_BINUNICODE
+  return std::string("\x8c") + static_cast<char>(v.size()) + v;
+}
+
+}  // namespace
+
+TEST_CASE("the torch.save unpickler stays bounded on hostile pickles: deep nesting / self reference / shared blow-ups") {
+  Scratch s;
+  const std::string proto = "\x80\x02";
+  const auto put = [](int i) { return std::string{'q', static_cast<char>(i)}; };  // BINPUT i
+  const auto get = [](int i) { return std::string{'h', static_cast<char>(i)}; };  // BINGET i
+  const auto load_error = [&](const std::string& name, const std::string& pkl) {
+    return error_of([&] { load_torch_state_dict(pth_with_pickle(s, name, pkl)); });
+  };
+  SECTION("5 million nested lists and 1 million nested dicts: no stack overflow when built or freed") {
+    const size_t n = 5000000;  // {"k": [[[...]]]}: each EMPTY_LIST pushed, then each APPEND nests the top one
+    const std::string lists = proto + "}" + pickle_str("k") + "]" + std::string(n, ']') + std::string(n, 'a') + "s.";
+    CHECK(load_torch_state_dict(pth_with_pickle(s, "lists.pth", lists)).empty());
+    std::string dicts = proto + "}";
+    for (int i = 0; i < 1000000; ++i) dicts += pickle_str("k") + "}";
+    dicts += std::string(1000000, 's') + ".";
+    CHECK_THAT(load_error("dicts.pth", dicts), Contains("dicts.pth") && Contains("more than 100 deep"));
+  }
+  SECTION("_rebuild_from_type_v2 given itself as its arguments: through a list and through 10 nested tuples") {
+    const std::string fn = "ctorch._tensor\n_rebuild_from_type_v2\n";
+    // L = [fn, None, L], then fn(*L): the arguments are a list (and contain themselves).
+    const std::string self = proto + "}" + pickle_str("t") + fn + put(0) + "]" + put(1) + get(0) + "a" + "Na" + get(1) +
+                             "a" + "R" + "s.";
+    CHECK_THAT(load_error("self.pth", self), Contains("self.pth") && Contains("not a tuple"));
+    // args_k = (fn, None, args_{k-1}), args_0 = (): fn(*args_10) would call fn ten times over.
+    std::string chain = proto + "}" + pickle_str("t") + fn + put(0);
+    for (int i = 0; i < 10; ++i) chain += get(0) + "N";
+    chain += ")" + std::string(10, '\x87') + "R" + "s.";
+    CHECK_THAT(load_error("chain.pth", chain), Contains("chain.pth") && Contains("more than 4 deep"));
+  }
+  SECTION("60 levels of dicts that each hold the one below twice (2^60 names)") {
+    // D_0 = {}, D_i = {"a": D_{i-1}, "b": D_{i-1}}; each level is memoized and parked in a list, then
+    // {"sink": [...], "top": D_60}.
+    std::string dag = proto + "}" + pickle_str("sink") + "]" + "}" + put(0) + "a";
+    for (int i = 1; i <= 60; ++i)
+      dag += "}(" + pickle_str("a") + get(i - 1) + pickle_str("b") + get(i - 1) + "u" + put(i) + "a";
+    dag += "s" + pickle_str("top") + get(60) + "s.";
+    CHECK_THAT(load_error("dag.pth", dag), Contains("dag.pth") && Contains("more names than the file has values"));
+  }
 }

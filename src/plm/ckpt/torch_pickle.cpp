@@ -27,7 +27,7 @@ enum class Op : uint8_t {
 // clang-format on
 
 struct Value;
-using Ref = std::shared_ptr<Value>;
+using Ref = Value*;  // owned by the Unpickler's arena: values may share children or form cycles (via the memo)
 
 // A pickled Python value, reduced to what state dicts need. Objects of classes we do not know become kObject
 // (and are skipped); tensors stay references into storages until the file's records are read.
@@ -41,18 +41,15 @@ struct Value {
   std::vector<int64_t> size, stride;  // kTensor
 };
 
-Ref make(Value::Kind kind, std::vector<Ref> items = {}) {
-  auto v = std::make_shared<Value>();
-  v->kind = kind;
-  v->items = std::move(items);
-  return v;
-}
-
 // Runs a torch.save pickle. Nothing is imported or executed: a GLOBAL only names a function, and REDUCE
-// interprets the few that state dicts use (see reduce()).
+// interprets the few that state dicts use (see reduce()). Every value lives in the arena until the Unpickler is
+// destroyed, which frees them one by one: no recursion however deep the nesting, no leak however cyclic. Each
+// opcode makes at most one value (~150 bytes), so memory is at most ~150x data.pkl's size plus its strings.
 class Unpickler {
  public:
   Unpickler(std::string path, const char* data, size_t n) : path_(std::move(path)), p_(data), end_(data + n) {}
+  /// How many values the pickle made (flatten's budget scales with it).
+  size_t values() const { return arena_.size(); }
 
   Ref run() {
     for (Op op = read<Op>(); op != Op::STOP; op = read<Op>()) step(op);
@@ -129,6 +126,7 @@ class Unpickler {
       }
       case Op::STACK_GLOBAL: {
         const Ref name = pop(), module = pop();
+        if (name->kind != Value::kStr || module->kind != Value::kStr) fail("a STACK_GLOBAL's names are not strings");
         return push_global(module->s + "." + name->s);
       }
       case Op::REDUCE: {
@@ -155,6 +153,14 @@ class Unpickler {
         throw CheckpointError(c10::str("'", path_, "' uses pickle opcode 0x", std::hex, int(op),
                                        ", which plm's torch.save reader does not support."));
     }
+  }
+
+  Ref make(Value::Kind kind, std::vector<Ref> items = {}) {
+    arena_.push_back(std::make_unique<Value>());
+    Value* v = arena_.back().get();
+    v->kind = kind;
+    v->items = std::move(items);
+    return v;
   }
 
   [[noreturn]] void fail(const std::string& why) const {
@@ -193,7 +199,7 @@ class Unpickler {
     if (stack_.size() <= (marks_.empty() ? 0 : marks_.back())) fail("an instruction finds the stack empty");
     return stack_.back();
   }
-  Ref pop() { return std::move(pop_n(1)[0]); }
+  Ref pop() { return pop_n(1)[0]; }
   std::vector<Ref> pop_n(size_t n) {
     if (stack_.size() < n + (marks_.empty() ? 0 : marks_.back())) fail("an instruction finds the stack empty");
     std::vector<Ref> items(stack_.end() - n, stack_.end());
@@ -266,10 +272,22 @@ class Unpickler {
   }
 
   // What calling a pickled global gives, for the globals state dicts use; other objects stay opaque.
-  Ref reduce(const Value& fn, const Value& args) {
-    const std::string& name = fn.s;
-    const auto& a = args.items;
-    if (fn.kind != Value::kGlobal) return make(Value::kObject);
+  Ref reduce(const Value& fn0, const Value& args0) {
+    const Value* fn = &fn0;
+    const Value* args = &args0;
+    // _rebuild_from_type_v2(func, type, args, state) calls func(*args): followed a few times, never recursively (a
+    // pickle can make the call its own argument).
+    for (int hops = 0; fn->kind == Value::kGlobal && fn->s == "torch._tensor._rebuild_from_type_v2"; ++hops) {
+      if (args->kind != Value::kTuple) fail("a REDUCE's arguments are not a tuple");
+      if (args->items.size() < 3) fail("a tensor with attributes is malformed");
+      if (hops == 4) fail("tensors with attributes are nested more than 4 deep");
+      fn = args->items[0];
+      args = args->items[2];
+    }
+    if (args->kind != Value::kTuple) fail("a REDUCE's arguments are not a tuple");
+    const std::string& name = fn->s;
+    const auto& a = args->items;
+    if (fn->kind != Value::kGlobal) return make(Value::kObject);
     if (name == "collections.OrderedDict" || name == "builtins.dict") return make(Value::kDict);
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
@@ -285,10 +303,6 @@ class Unpickler {
       if (a.empty()) fail("a parameter has no data");  // (data, requires_grad, backward_hooks[, state])
       return a[0];
     }
-    if (name == "torch._tensor._rebuild_from_type_v2") {  // (func, type, args, state): a tensor with attributes
-      if (a.size() < 3) fail("a tensor with attributes is malformed");
-      return reduce(*a[0], *a[2]);
-    }
     if (name.rfind("torch.", 0) == 0 && name.find("_rebuild") != std::string::npos) {
       throw CheckpointError(c10::str("'", path_, "' holds a tensor rebuilt by ", name,
                                      " (quantized, sparse or another kind plm does not read)."));
@@ -296,9 +310,11 @@ class Unpickler {
     return make(Value::kObject);
   }
   std::vector<int64_t> ints(const Value& tuple) const {
+    if (tuple.kind != Value::kTuple) fail("a tensor's size or stride is not a tuple");
+    if (tuple.items.size() > 64) fail("a tensor has more than 64 dimensions");
     std::vector<int64_t> out;
     for (const Ref& v : tuple.items) {
-      if (tuple.kind != Value::kTuple || v->kind != Value::kInt) fail("a tensor's size or stride is not integers");
+      if (v->kind != Value::kInt) fail("a tensor's size or stride is not integers");
       out.push_back(v->i);
     }
     return out;
@@ -311,28 +327,34 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Ref> memo_;
   std::unordered_map<std::string, Ref> storages_;
+  std::vector<std::unique_ptr<Value>> arena_;
 };
 
 // Nested dicts deeper than this are refused (a pickle can make a dict contain itself).
 constexpr int kMaxDepth = 100;
 
-// Whether a dict holds a tensor, directly or in nested dicts.
-bool holds_tensors(const Value& dict, int depth = 0) {
-  for (size_t k = 1; k < dict.items.size() && depth < kMaxDepth; k += 2) {
+// Whether a dict holds a tensor, directly or in nested dicts; each dict is looked into once (`seen`), so a pickle
+// whose dicts share children (the memo makes a DAG, or a cycle) costs linear time.
+bool holds_tensors(const Value& dict, std::unordered_map<const Value*, bool>& seen, int depth = 0) {
+  if (const auto it = seen.find(&dict); it != seen.end()) return it->second;
+  seen[&dict] = false;  // a cycle back here adds nothing
+  bool found = false;
+  for (size_t k = 1; k < dict.items.size() && depth < kMaxDepth && !found; k += 2) {
     const Value& v = *dict.items[k];
-    if (v.kind == Value::kTensor || (v.kind == Value::kDict && holds_tensors(v, depth + 1))) return true;
+    found = v.kind == Value::kTensor || (v.kind == Value::kDict && holds_tensors(v, seen, depth + 1));
   }
-  return false;
+  return seen[&dict] = found;
 }
 
 // {"model": sd, "step": 3, "args": {...}} -> sd (also "state_dict", "weights"): the only entry with tensors.
 const Value& unwrap(const Value& root) {
   const Value* inner = nullptr;
   int with_tensors = 0;
+  std::unordered_map<const Value*, bool> seen;
   for (size_t k = 0; k + 1 < root.items.size(); k += 2) {
     const Value& key = *root.items[k];
     const Value& value = *root.items[k + 1];
-    const bool dict = value.kind == Value::kDict && holds_tensors(value);
+    const bool dict = value.kind == Value::kDict && holds_tensors(value, seen);
     with_tensors += dict || value.kind == Value::kTensor;
     if (dict && key.kind == Value::kStr && (key.s == "model" || key.s == "state_dict" || key.s == "weights")) {
       inner = &value;
@@ -341,17 +363,23 @@ const Value& unwrap(const Value& root) {
   return with_tensors == 1 && inner ? *inner : root;
 }
 
-// The tensors of nested dicts under '.'-joined names (string or integer keys); other values are skipped.
+// The tensors of nested dicts under '.'-joined names (string or integer keys); other values are skipped. A dict
+// reached twice (shared by two keys) is flattened under both names, but the entries visited in all may not exceed
+// `budget` (a pickle of n values can otherwise name 2^n paths).
 void flatten(const Value& dict, const std::string& prefix, const std::string& path,
-             std::vector<std::pair<std::string, const Value*>>& out, int depth = 0) {
+             std::vector<std::pair<std::string, const Value*>>& out, size_t& budget, int depth = 0) {
   if (depth > kMaxDepth) throw CheckpointError(c10::str("'", path, "' nests dicts more than ", kMaxDepth, " deep."));
+  if (dict.items.size() / 2 > budget)
+    throw CheckpointError(c10::str("'", path, "' has dicts that share entries into more names than the file has ",
+                                   "values (a cycle or a blow-up of shared dicts)."));
+  budget -= dict.items.size() / 2;
   for (size_t k = 0; k + 1 < dict.items.size(); k += 2) {
     const Value& key = *dict.items[k];
     const Value& value = *dict.items[k + 1];
     if (key.kind != Value::kStr && key.kind != Value::kInt) continue;
     const std::string name = prefix + (key.kind == Value::kStr ? key.s : std::to_string(key.i));
     if (value.kind == Value::kTensor) out.emplace_back(name, &value);
-    if (value.kind == Value::kDict) flatten(value, name + ".", path, out, depth + 1);
+    if (value.kind == Value::kDict) flatten(value, name + ".", path, out, budget, depth + 1);
   }
 }
 
@@ -430,12 +458,14 @@ TensorMap load_torch_state_dict(const std::string& path) {
       }
     }
     const auto [pkl, pkl_size] = zip.getRecord("data.pkl");
-    const Ref root = Unpickler(path, static_cast<const char*>(pkl.get()), pkl_size).run();
+    Unpickler unpickler(path, static_cast<const char*>(pkl.get()), pkl_size);
+    const Ref root = unpickler.run();
     if (root->kind != Value::kDict) {
       throw CheckpointError(c10::str("'", path, "' does not hold a dict of tensors at the top level."));
     }
     std::vector<std::pair<std::string, const Value*>> refs;
-    flatten(unwrap(*root), "", path, refs);
+    size_t budget = 4 * unpickler.values() + 1024;
+    flatten(unwrap(*root), "", path, refs, budget);
 
     std::unordered_map<std::string, at::Storage> storages;  // record key -> storage, each read once
     TensorMap out;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `plm train` end to end on a small generated dataset: the loss falls, metrics.jsonl has every key, a run killed
 # with SIGKILL (and one stopped by SIGTERM) resumes to bit-identical weights, damaged checkpoints are passed over
-# with a reason, a consolidated checkpoint loads into `plm model forward`, and profiling.run writes a Chrome trace of
-# the micro-batches its schedule selects.
+# with a reason (and a run over only damaged ones refuses to start), a consolidated checkpoint loads into `plm model
+# forward`, every reader of a step folder checks its manifest, and profiling.run writes a Chrome trace of the
+# micro-batches its schedule selects.
 # Usage: tests/e2e/cli_train.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -132,6 +133,27 @@ full = [json.loads(l)["loss/out"] for l in open(sys.argv[1])]
 nxt = json.loads(open(sys.argv[2]).readline())["loss/out"]
 assert nxt < full[0] - 1.0, (nxt, full)
 PYCHECK
+
+# 6b. Every reader of a step folder checks its manifest first (weights only): a missing manifest or a damaged model
+#     file is refused by model forward, generate and a stage start; a damaged optimizer file does not stop them.
+cp -r $final nomanifest && rm nomanifest/manifest.json
+cp -r $final badmodel && truncate -s -1 badmodel/model.safetensors
+cp -r $final badoptim && truncate -s -1 badoptim/optimizer.safetensors
+for dir in nomanifest badmodel; do
+  "$PLM" model forward --ckpt $dir --inputs inputs.safetensors --out x.safetensors > fwd_$dir.txt 2>&1 &&
+    fail "model forward read the damaged step folder $dir"
+  grep -q "$dir" fwd_$dir.txt || fail "model forward's refusal does not name $dir: $(tail -1 fwd_$dir.txt)"
+  "$PLM" generate --ckpt $dir --tokenizer "$ROOT/tests/fixtures/llama3/tokenizer.model" --question hi --max-gen-len 2 \
+    > gen_$dir.txt 2>&1 && fail "generate read the damaged step folder $dir"
+  grep -q "$dir.*manifest" gen_$dir.txt || fail "generate's refusal does not name $dir: $(tail -1 gen_$dir.txt)"
+  "$PLM" train recipe.yaml dump_dir=from_$dir steps=1 checkpoint.init_ckpt_path=$tmp/$dir > init_$dir.txt 2>&1 &&
+    fail "a stage start read the damaged step folder $dir"
+  grep -q "$dir.*manifest" init_$dir.txt || fail "the stage start's refusal does not name $dir: $(tail -1 init_$dir.txt)"
+done
+grep -q "no manifest" fwd_nomanifest.txt && grep -q "bytes, the manifest says" fwd_badmodel.txt ||
+  fail "the refusals do not say why: $(tail -1 fwd_nomanifest.txt) / $(tail -1 fwd_badmodel.txt)"
+"$PLM" model forward --ckpt badoptim --inputs inputs.safetensors --out c.safetensors > /dev/null 2>&1 ||
+  fail "a damaged optimizer file stopped model forward (it reads the weights only)"
 
 # 7. profiling.run: PLM's schedule counts micro-batches; micro-batches 2-3 (step 2's two) are traced. The trace is
 #    Chrome trace JSON (Python's json reads it) with both micro-batches' ranges, the forward and backward ops inside

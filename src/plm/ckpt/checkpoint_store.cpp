@@ -224,7 +224,12 @@ std::string CheckpointStore::save_sharded(int64_t step, const RankFiles& mine, d
   return final_dir.string();
 }
 
-void CheckpointStore::verify(const std::string& dir) {
+bool CheckpointStore::is_step_folder(const std::string& dir) {
+  std::error_code ec;
+  return fs::is_directory(dir, ec) && fs::exists(fs::path(dir) / "train_state.json", ec);
+}
+
+void CheckpointStore::verify(const std::string& dir, bool weights_only) {
   const fs::path d(dir), manifest_path = d / kManifest;
   if (!fs::is_directory(d)) throw CheckpointError("checkpoint folder '" + dir + "' does not exist.");
   if (!fs::exists(manifest_path)) throw CheckpointError("'" + dir + "' has no manifest.json: its save did not finish.");
@@ -240,6 +245,7 @@ void CheckpointStore::verify(const std::string& dir) {
         throw CheckpointError("'" + manifest_path.string() + "' does not list " + name + ".");
     for (const auto& [name, entry] : files.items()) {
       const fs::path file = d / name;
+      if (weights_only && (name.rfind("optimizer", 0) == 0 || name.rfind("extra", 0) == 0)) continue;
       if (name.find('/') != std::string::npos || !fs::exists(file))
         throw CheckpointError("'" + file.string() + "' is missing (listed in the manifest).");
       const auto bytes = entry.at("bytes").get<uint64_t>();

@@ -78,8 +78,15 @@ class CheckpointStore {
   /// reported with plm::log::warn (clean_up does not throw for it).
   void clean_up(const std::string& protect) const;
 
-  /// Throws CheckpointError saying why `dir` is not a complete checkpoint (see newest_complete()).
-  static void verify(const std::string& dir);
+  /// Throws CheckpointError saying why `dir` is not a complete checkpoint (see newest_complete()). With
+  /// `weights_only`, the files that hold optimizer state and partial gradients (optimizer*, extra*) are not read
+  /// (the manifest must still exist, be valid and list them): what a reader of the model needs, in a fraction of
+  /// the time.
+  static void verify(const std::string& dir, bool weights_only = false);
+
+  /// Whether `dir` is a training step folder (it holds train_state.json, which only step folders have). Every
+  /// reader of a model (ckpt/model_checkpoint.h) verifies such a folder, weights only, before it reads it.
+  static bool is_step_folder(const std::string& dir);
 
   /// Reads a verified folder (verify() first). Tensors are memory-mapped (read_safetensors).
   static CheckpointContents load(const std::string& dir);

@@ -3,11 +3,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "plm/ckpt/checkpoint_store.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
@@ -110,12 +112,40 @@ config::ModelArgs model_args_from_hf_config(const std::string& text, const std::
   return a;
 }
 
+namespace {
+
+// A training step folder is read only once its manifest vouches for it, as the trainer's resume does: weights only
+// (CheckpointStore::verify), once per folder and process (read_model_args and read_native_weights both ask).
+void verify_if_step_folder(const std::string& path) {
+  static std::mutex mutex;
+  static std::set<std::string> verified;
+  if (!CheckpointStore::is_step_folder(path)) return;
+  std::error_code ec;
+  const std::string key = fs::weakly_canonical(path, ec).string();
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (verified.count(key)) return;
+  }
+  CheckpointStore::verify(path, /*weights_only=*/true);
+  const std::lock_guard<std::mutex> lock(mutex);
+  verified.insert(key);
+}
+
+}  // namespace
+
 config::ModelArgs read_model_args(const std::string& path) {
   const fs::path dir = folder_of(path);
+  verify_if_step_folder(dir.string());
   if (fs::exists(dir / "params.json")) {
     const fs::path file = dir / "params.json";
     // JSON is YAML: reuse the config loader (types, unknown keys) on the model section only.
-    YAML::Node root = YAML::Load(read_text(file.string()));
+    YAML::Node root;
+    try {
+      root = YAML::Load(read_text(file.string()));
+    } catch (const YAML::Exception& e) {
+      throw CheckpointError("'" + file.string() + "' is not valid JSON (line " + std::to_string(e.mark.line + 1) +
+                            ": " + e.msg + ").");
+    }
     config::Source source;
     source.root["model"] = root["model"] ? root["model"] : root;
     source.origin["model"] = file.string();
@@ -130,6 +160,7 @@ config::ModelArgs read_model_args(const std::string& path) {
 MappedTensors read_native_weights(const std::string& path, const config::ModelArgs& args) {
   NamedTensors raw;
   const fs::path p(path);
+  verify_if_step_folder(p.string());
   if (fs::is_directory(p)) {
     if (fs::exists(p / "model.safetensors") || fs::exists(p / "model.safetensors.index.json")) {
       const TensorMap m = read_safetensors_dir(p.string());

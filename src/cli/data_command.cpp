@@ -1,6 +1,9 @@
 #include <atomic>
 #include <iostream>
 #include <mutex>
+#include <new>
+#include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -52,6 +55,7 @@ int check(const DataOptions& o) {
     r.rows = rows;
     std::mutex mutex;
     std::atomic<int64_t> next{0};
+    std::string fatal;  // the first error that is not a sample's
     auto work = [&] {
       for (int64_t i; (i = next++) < rows;) {
         try {
@@ -68,12 +72,26 @@ int check(const DataOptions& o) {
           ++r.skipped[e.reason()];
           if (r.skipped[e.reason()] == 1 && !o.json)  // the file:line only for the first of each reason
             log::warn("{} ({}): {}: {}", entry.dataset.name, e.reason(), source.origin(i), e.what());
+        } catch (const std::exception& e) {  // not the sample's fault (memory, the file system): stop, say where
+          const bool oom = dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
+          std::lock_guard<std::mutex> lock(mutex);
+          if (fatal.empty())
+            fatal = entry.dataset.name + ", " + source.origin(i) + ": " + (oom ? "ran out of memory" : e.what());
+          next = rows;
         }
       }
     };
     std::vector<std::thread> threads;
-    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) threads.emplace_back(work);
+    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) {
+      try {
+        threads.emplace_back(work);
+      } catch (const std::system_error&) {  // the system gives fewer threads: check with those that started
+        if (threads.empty()) throw;
+        break;
+      }
+    }
     for (auto& t : threads) t.join();
+    if (!fatal.empty()) throw std::runtime_error("plm data check stopped at " + fatal + ".");
     const double share = r.tokens ? static_cast<double>(r.loss_tokens) / static_cast<double>(r.tokens) : 0.0;
     out[entry.dataset.name] = {{"rows", r.rows},
                                {"usable", r.usable},

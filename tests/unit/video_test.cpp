@@ -337,3 +337,20 @@ TEST_CASE("broken videos give MediaError with the reason and the file, without h
       },
       "bad_box", good);
 }
+
+TEST_CASE("a clip over the pixel budget is refused before any frame is decoded") {
+  // 33 black 4096x4096 MJPEG frames in a 3 MB file: 33 x 16.8M = 554M pixels (1.6 GB as RGB), over 2^29.
+  Scratch s("plm_video_budget");
+  const std::string big = s.path("big.avi");
+  REQUIRE(std::system(("ffmpeg -hide_banner -loglevel error -y -f lavfi -i color=c=black:s=4096x4096:r=8 -frames:v 33 "
+                       "-c:v mjpeg -q:v 31 -pix_fmt yuvj420p '" + big + "'")
+                          .c_str()) == 0);
+  Indices all(33);
+  std::iota(all.begin(), all.end(), 0);
+  expect_media_error([&] { decode_frames(big, all); }, "too_large", big);
+  expect_media_error([&] { read_clip(big, std::nullopt, std::nullopt, 33); }, "too_large", big);
+  // The budget counts the frames returned (duplicates too, each is a copy); 2 of them decode.
+  expect_media_error([&] { decode_frames(big, Indices(33, 5)); }, "too_large", big);
+  CHECK(read_clip(big, std::nullopt, std::nullopt, 2).frames.size(0) == 2);
+  static_assert(kMaxClipPixels < 33 * 4096 * 4096 && 32 * 4096 * 4096 <= kMaxClipPixels, "the case sits on the edge");
+}

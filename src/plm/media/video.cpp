@@ -403,6 +403,15 @@ at::Tensor VideoFile::decode(const std::vector<int64_t>& indices, int threads) {
   std::vector<int64_t> order(wanted.begin(), wanted.end());
   std::sort(order.begin(), order.end());
   order.erase(std::unique(order.begin(), order.end()), order.end());
+  // The pixel budget, checked before any frame is decoded (video.h): the frames' declared size, not the file's.
+  const auto frames = static_cast<int64_t>(wanted.size());  // the returned tensor holds every requested frame
+  if (shape.width <= 0 || shape.height <= 0) fail("decode_error", path_, "declares an empty frame size");
+  if (shape.width * shape.height > kMaxFramePixels || shape.width * shape.height * frames > kMaxClipPixels)
+    fail("too_large", path_,
+         "has " + std::to_string(shape.width) + "x" + std::to_string(shape.height) + " frames; " +
+             std::to_string(frames) + " of them are " + std::to_string(shape.width * shape.height * frames) +
+             " pixels, more than the limit of " + std::to_string(kMaxFramePixels) + " per frame (Pillow's, as for "
+             "images) and " + std::to_string(kMaxClipPixels) + " per clip (a decompression bomb?)");
   at::Tensor unique = at::empty({static_cast<int64_t>(order.size()), shape.height, shape.width, 3}, at::kByte);
   if (!order.empty()) {
     Decoder decoder(*this, threads);

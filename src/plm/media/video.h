@@ -11,7 +11,8 @@
 //   auto-inserted `scale` filter sets it up (torchcodec's filtergraph path: chroma sited at MPEG-2 positions for
 //   yuv420p), then rotated by the stream's display matrix.
 // - errors: every failure a file can cause is a MediaError naming the file (reasons "missing_file",
-//   "decode_error", "unsupported_format", "empty_video", "index_out_of_range", "bad_box"); no loop is unbounded.
+//   "decode_error", "unsupported_format", "empty_video", "index_out_of_range", "bad_box", "too_large"); no loop
+//   is unbounded, no decode exceeds the pixel budget below.
 // FFmpeg's own log is silenced (as torchcodec does) unless PLM_FFMPEG_LOG_LEVEL holds an av_log level number.
 #pragma once
 
@@ -45,6 +46,13 @@ struct DecodedFrames {
   /// The file the frames came from (for error messages).
   std::string path;
 };
+
+/// The pixel budget of a decode, checked against the stream's declared frame size before any frame is decoded
+/// (the reference has none: 8 MJPEG frames of 12000x12000 in a 6.7 MB file reached 5.5 GB). Per frame, Pillow's
+/// image limit (2 * 89478485); per clip, the frames asked for times width x height at most 2^29 (1.6 GB of
+/// RGB): 32 frames of 5K fit, 32 of 8K do not. Above either: MediaError "too_large", naming the file.
+constexpr int64_t kMaxFramePixels = 2 * 89478485;
+constexpr int64_t kMaxClipPixels = int64_t{1} << 29;
 
 /// Opens `path`, scans its best video stream and returns torchcodec's metadata. Throws MediaError: "missing_file",
 /// "decode_error" (empty, not a media file, unreadable, no frame rate), "unsupported_format" (no video stream or

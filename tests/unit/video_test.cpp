@@ -116,6 +116,16 @@ TEST_CASE("frame sampling follows the spec's examples") {
   // round(0.5) == 0: a zero stride, which the reference's range() refuses.
   CHECK_THROWS_AS(sample_frame_indices(0.5, 100, std::nullopt, std::nullopt, 8), std::invalid_argument);
   CHECK(sample_frame_indices(1.5, 10, std::nullopt, std::nullopt, 3) == Indices{0, 4, 8});
+  // Hostile times: the range from the last frame to 3e18 (or 3e9) is sampled without being listed (it took 1.2 GB
+  // at 1e8 s and aborted at 1e17 s); the picks match the range's arithmetic.
+  for (const double t : {1e8, 1e17}) {
+    const Indices far = sample_frame_indices(30.0, 100, t, std::nullopt, 32);
+    REQUIRE(far.size() == 32);
+    CHECK(far.front() == 99);
+    const auto last = static_cast<int64_t>(t * 30.0);
+    const int64_t count = (last + 1 - 99 + 29) / 30;
+    if (count < (int64_t{1} << 53)) CHECK(far.back() == 99 + (count - 1) * 30);  // beyond, the float stride rounds
+  }
 }
 
 TEST_CASE("frame sampling equals the Python transcription of the reference on 6000 random cases") {

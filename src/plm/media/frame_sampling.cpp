@@ -49,13 +49,16 @@ std::vector<int64_t> sample_frame_indices(double fps, int64_t num_frames, std::o
   if (step == 0)
     throw std::invalid_argument("a frame rate of " + std::to_string(fps) +
                                 " fps gives a 1-fps sampling stride of 0 (the reference's range() refuses it)");
-  std::vector<int64_t> candidates;  // range(start, end + 1, step)
-  for (int64_t p = start; step > 0 ? p < end + 1 : p > end + 1; p += step) candidates.push_back(p);
+  // range(start, end + 1, step), never materialised: its length, and element i = start + i * step. A hostile
+  // start or end time (1e17 s) would otherwise list billions of frame numbers (memory: O(max_frames) now).
+  const int64_t span = end + 1 - start;
+  const int64_t count = step > 0 ? (span > 0 ? (span + step - 1) / step : 0)
+                                 : (span < 0 ? (-span + (-step) - 1) / (-step) : 0);
+  const auto candidate = [&](int64_t i) { return start + i * step; };
 
-  const auto count = static_cast<int64_t>(candidates.size());
   if (count > max_frames) {
     std::vector<int64_t> picked;
-    for (int64_t i : uniform_sample(count, max_frames)) picked.push_back(candidates[i]);
+    for (int64_t i : uniform_sample(count, max_frames)) picked.push_back(candidate(i));
     return picked;
   }
   if (count < max_frames) {
@@ -64,6 +67,8 @@ std::vector<int64_t> sample_frame_indices(double fps, int64_t num_frames, std::o
     for (int64_t& i : picked) i += start;
     return picked;
   }
+  std::vector<int64_t> candidates;
+  for (int64_t i = 0; i < count; ++i) candidates.push_back(candidate(i));
   return candidates;
 }
 

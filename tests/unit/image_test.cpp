@@ -1,6 +1,8 @@
 // Image decoding, Pillow-compatible resizing and PLM's tiling (docs/reference.md 4.4). Fixtures are made at test time
 // by tests/parity/image_parity.py with the venv's Pillow, which also checks plm's outputs against Pillow/torchvision.
 #include <algorithm>
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -135,6 +137,13 @@ TEST_CASE("load_image_rgb: errors name the file and carry a reason", "[image][er
   CHECK(missing.reason() == "missing_file");
   CHECK_THAT(missing.what(), Contains(s.path("nope.jpg")));
   CHECK(media_error_of([&] { load_image_rgb(s.dir.string()); }).reason() == "missing_file");
+  // A symlink loop says so (not "does not exist"); a FIFO is refused without being opened (it would block).
+  const std::string loop = s.path("loop.png");
+  std::filesystem::create_symlink(loop, loop);
+  CHECK_THAT(media_error_of([&] { load_image_rgb(loop); }).what(), Contains(loop) && Contains("cannot be reached"));
+  const std::string fifo = s.path("fifo.png");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THAT(media_error_of([&] { load_image_rgb(fifo); }).what(), Contains("not a regular file"));
   CHECK_THAT(media_error_of([&] { decode_image_rgb("GIF89a", "in-memory.gif"); }).what(), Contains("in-memory.gif"));
 }
 

@@ -4,6 +4,8 @@
 // the ffmpeg CLI by tests/parity/video_parity.py, which also does the comparisons. Missing tools fail the test.
 #include "torch_catch.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -320,6 +322,14 @@ TEST_CASE("broken videos give MediaError with the reason and the file, without h
   expect_media_error([&] { read_clip(truncated, std::nullopt, std::nullopt, 8); }, "decode_error", truncated);
   expect_media_error([&] { probe_video(garbage); }, "decode_error", garbage);
   expect_media_error([&] { probe_video(s.dir.string()); }, "decode_error", s.dir.string());
+  // A FIFO would block the open forever (nobody writes to it); /dev/zero would read forever; a symlink loop.
+  const std::string fifo = s.path("fifo.mp4");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  expect_media_error([&] { read_clip(fifo, std::nullopt, std::nullopt, 8); }, "decode_error", fifo);
+  expect_media_error([&] { probe_video("/dev/zero"); }, "decode_error", "/dev/zero");
+  const std::string loop = s.path("loop.mp4");
+  std::filesystem::create_symlink(loop, loop);
+  expect_media_error([&] { probe_video(loop); }, "missing_file", loop);
   expect_media_error([&] { probe_video(videos.at("audio")); }, "unsupported_format", videos.at("audio"));
   const std::string& good = videos.at("cfr30");
   expect_media_error([&] { decode_frames(good, {0, 120}); }, "index_out_of_range", good);

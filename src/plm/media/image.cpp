@@ -413,7 +413,11 @@ at::Tensor empty_pixels(at::IntArrayRef sizes, at::ScalarType dtype) {
 at::Tensor load_image_rgb(const std::string& path) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) throw MediaError("missing_file", "image file '" + path + "' does not exist.");
+  if (!std::filesystem::exists(status))
+    throw MediaError("missing_file", "image file '" + path + "' " +
+                                         (ec && ec != std::errc::no_such_file_or_directory
+                                              ? "cannot be reached (" + ec.message() + ")."  // e.g. a symlink loop
+                                              : std::string("does not exist.")));
   if (!std::filesystem::is_regular_file(status))
     throw MediaError("missing_file", "image path '" + path + "' is not a regular file.");
   // The file's bytes go to a per-thread buffer kept between calls (no fresh pages to fault in per image).

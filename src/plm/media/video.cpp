@@ -179,9 +179,16 @@ class VideoFile {
   explicit VideoFile(const std::string& path) : path_(path) {
     quiet_ffmpeg_once();
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) fail("missing_file", path, "does not exist");
-    if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == 0)
-      fail("decode_error", path, "is an empty file (0 bytes)");
+    const auto status = std::filesystem::status(path, ec);
+    if (!std::filesystem::exists(status))
+      fail("missing_file", path, ec && ec != std::errc::no_such_file_or_directory
+                                     ? "cannot be reached (" + ec.message() + ")"  // e.g. a symlink loop
+                                     : std::string("does not exist"));
+    // A FIFO, socket or device would block FFmpeg's open (or read forever): only regular files are media.
+    if (!std::filesystem::is_regular_file(status))
+      fail("decode_error", path, std::filesystem::is_directory(status) ? "is a folder, not a video file"
+                                                                        : "is not a regular file (a FIFO, device or socket)");
+    if (std::filesystem::file_size(path, ec) == 0) fail("decode_error", path, "is an empty file (0 bytes)");
     AVFormatContext* raw = nullptr;
     int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
     if (rc == AVERROR(ENOENT)) fail("missing_file", path, "does not exist");

@@ -125,6 +125,11 @@ TEST_CASE("sample schema: each broken form has its reason and names the line") {
   CHECK(reason_of(R"({"video": "v.mp4", "text": "t", "bbox_map": [1, 2, 3, 4]})") == "bad_schema");
   CHECK(reason_of(R"({"video": "v.mp4", "text": "t", "bbox_map": {"3": [1, 2, 3]}})") == "bad_schema");
   CHECK(reason_of(R"({"image": [], "text": "t"})") == "bad_schema");
+  // A NUL would cut the path short where the OS reads it (a.jpg instead of a.jpg<NUL>../../secret); empty paths.
+  CHECK(reason_of(R"({"image": "a.jpg\u0000../../secret", "text": "t"})") == "bad_schema");
+  CHECK(reason_of(R"({"image": ["ok.jpg", "b\u0000.jpg"], "text": "t"})") == "bad_schema");
+  CHECK(reason_of(R"({"video": "v\u0000.mp4", "text": "t"})") == "bad_schema");
+  CHECK(reason_of(R"({"image": "", "text": "t"})") == "bad_schema");
 }
 
 TEST_CASE("registry and datamix: names, paths, unknown names with a suggestion") {
@@ -380,4 +385,28 @@ TEST_CASE("loader with media: image tiles, multi-image, video with a box, region
   const auto skips = loader.skipped().at("media");
   CHECK(skips.at("missing_file") >= 1);
   CHECK(skips.at("decode_error") + (skips.count("unsupported_format") ? skips.at("unsupported_format") : 0) >= 1);
+}
+
+TEST_CASE("a row whose images cannot fit in max_seqlen is rejected before any image is read") {
+  PreprocessOptions po;
+  po.image_res = 28;
+  po.patch_size = 14;
+  po.pooling_ratio = 1;  // 4 tokens per image
+  po.vision_input_type = "vanilla";
+  po.seq_len = 512;
+  const Preprocessor pre(llama3_ptr(), po);
+  for (const int n : {128, 20000}) {  // 128 x 4 = 512 tokens: no room left; 20,000 paths that do not even exist
+    std::string images, tags;
+    for (int i = 0; i < n; ++i) images += std::string(i ? "," : "") + "\"missing" + std::to_string(i) + ".png\"";
+    for (int i = 0; i < n; ++i) tags += "<image>";
+    const std::string row = R"({"image": [)" + images + R"(], "conversations": [{"from": "human", "value": ")" + tags +
+                            R"("}, {"from": "assistant", "value": "Many."}]})";
+    try {
+      (void)pre(parse_sample(row), "/nonexistent");
+      FAIL("accepted");
+    } catch (const SampleError& e) {
+      CHECK(e.reason() == "too_long");  // not missing_file: no image was opened
+      CHECK_THAT(e.what(), Catch::Contains(std::to_string(n) + " images"));
+    }
+  }
 }

@@ -12,6 +12,16 @@ namespace {
 
 using nlohmann::json;
 
+// A media path from the row (a JSON string). A NUL inside would silently cut the path where the OS reads it (the
+// file opened would be another one): refused.
+std::string media_path(const json& v) {
+  std::string path = v.get<std::string>();
+  if (path.find('\0') != std::string::npos)
+    throw SampleError("bad_schema", "a media path contains a NUL character (\\u0000), which no file name can hold.");
+  if (path.empty()) throw SampleError("bad_schema", "a media path is empty.");
+  return path;
+}
+
 // Python's str() of a JSON scalar: 5 -> "5", 1.0 -> "1.0", 1e-05 -> "1e-05", true -> "True", null -> "None".
 std::string python_str(const json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -85,18 +95,18 @@ Sample parse_sample(const std::string& line) {
   if (j.contains("image")) {
     const json& im = j["image"];
     if (im.is_string()) {
-      s.images.push_back(im.get<std::string>());
+      s.images.push_back(media_path(im));
     } else if (im.is_array() && !im.empty()) {
       for (const auto& p : im) {
         if (!p.is_string()) throw SampleError("bad_schema", "'image' entries must be strings.");
-        s.images.push_back(p.get<std::string>());
+        s.images.push_back(media_path(p));
       }
     } else {
       throw SampleError("bad_schema", "'image' must be a path or a non-empty list of paths.");
     }
   } else if (j.contains("video")) {
     if (!j["video"].is_string()) throw SampleError("bad_schema", "'video' must be a path.");
-    s.video = j["video"].get<std::string>();
+    s.video = media_path(j["video"]);
     if (j.contains("start_time") && !j["start_time"].is_null()) s.start_time = number(j["start_time"], "start_time");
     if (j.contains("end_time") && !j["end_time"].is_null()) s.end_time = number(j["end_time"], "end_time");
     if (j.contains("bbox_map") && !j["bbox_map"].is_null()) {

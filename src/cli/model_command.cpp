@@ -86,6 +86,11 @@ int forward(const ModelOptions& o) {
       throw ckpt::CheckpointError("inputs '" + o.inputs + "' have no tensor '" + name + "'.");
     };
     batch.tokens = input("input_ids").to(at::kLong);
+    const int64_t max_seqlen = m->args.max_seqlen;
+    if (batch.tokens.dim() != 2 || batch.tokens.size(1) > max_seqlen)
+      throw ckpt::CheckpointError("inputs '" + o.inputs + "': input_ids must be [batch, length] with length at most " +
+                                  "the model's max_seqlen " + std::to_string(max_seqlen) + ", got " +
+                                  c10::str(batch.tokens.sizes()) + ".");
     batch.image_mask = batch.tokens == o.image_token_id;
     if (const at::Tensor* pixels = in.find("pixel_values")) batch.images = *pixels;
     ckpt::TensorMap out;

@@ -154,6 +154,13 @@ grep -q "no manifest" fwd_nomanifest.txt && grep -q "bytes, the manifest says" f
   fail "the refusals do not say why: $(tail -1 fwd_nomanifest.txt) / $(tail -1 fwd_badmodel.txt)"
 "$PLM" model forward --ckpt badoptim --inputs inputs.safetensors --out c.safetensors > /dev/null 2>&1 ||
   fail "a damaged optimizer file stopped model forward (it reads the weights only)"
+# Inputs longer than the model's max_seqlen (96 here) are refused with a sentence, not run past the RoPE tables.
+"$PY" -c "
+import torch; from safetensors.torch import save_file
+save_file({'input_ids': torch.randint(0, 1000, (1, 200))}, 'long.safetensors')" || fail "long inputs"
+"$PLM" model forward --ckpt $final --inputs long.safetensors --out l.safetensors > long.txt 2>&1 &&
+  fail "model forward ran inputs longer than max_seqlen"
+grep -q "at most the model's max_seqlen 96" long.txt || fail "long inputs: $(tail -1 long.txt)"
 
 # 7. profiling.run: PLM's schedule counts micro-batches; micro-batches 2-3 (step 2's two) are traced. The trace is
 #    Chrome trace JSON (Python's json reads it) with both micro-batches' ranges, the forward and backward ops inside

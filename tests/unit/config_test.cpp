@@ -395,6 +395,17 @@ TEST_CASE("validate names every semantic problem with its key and origin") {
   CHECK_THAT(errors({"optim.beta2=1"}), Catch::Contains("optim.beta2"));
   CHECK_THAT(errors({"logging.level=LOUD"}), Catch::Contains("logging.level"));
   CHECK_THAT(errors({"steps=0"}), Catch::Contains("command-line override 'steps=0': key 'steps' must be at least 1"));
+  // Values that validated and then crashed or stalled set-up (10^12 tokens of RoPE tables, 10^8 layers, tens of
+  // thousands of threads, an infinite lr): each is refused naming its key.
+  for (const std::string bad :
+       {"model.max_seqlen=1000000000000", "model.n_layers=100000000", "model.dim=10000000", "model.vocab_size=1000000000",
+        "data.num_workers=50000", "data.batch_size=100000000", "data.max_num_tiles=100000", "data.image_res=1000000",
+        "data.max_video_frames=1000000", "data.prefetch_batches=100000", "model.vision_model.layers=100000",
+        "model.vision_model.width=1000000", "optim.lr=.inf", "optim.clip=.nan", "optim.weight_decay=.inf",
+        "model.norm_eps=.inf", "model.rope_theta=.inf"}) {
+    INFO(bad);
+    CHECK_THAT(errors({bad}), Catch::Contains("'" + bad.substr(0, bad.find('=')) + "'"));
+  }
   // PLM's own placeholder datamix is caught with a clear message
   CHECK_THAT(errors({"data.datamix=<We use our synthetic SA-1B dataset for stage 1, https://example>"}),
              Catch::Contains("not of the form name:weight"));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <initializer_list>
 
@@ -27,6 +28,13 @@ class Checker {
   void at_least(T value, T min, const std::string& path) {
     require(value >= min, path, "must be at least " + std::to_string(min) + ", got " + std::to_string(value));
   }
+  // An upper bound with its reason: a value that validates must not then exhaust memory or threads.
+  void at_most(int64_t value, int64_t max, const std::string& path, const std::string& why) {
+    require(value <= max, path, "is " + std::to_string(value) + ", more than " + std::to_string(max) + " (" + why + ")");
+  }
+  void finite(double value, const std::string& path) {
+    require(std::isfinite(value), path, "must be a finite number, got " + std::to_string(value));
+  }
 
   std::vector<std::string> errors;
 
@@ -34,9 +42,19 @@ class Checker {
   const Loaded& loaded_;
 };
 
+// Upper bounds far above any PLM (8B: dim 4096, 32 layers, 11,520 tokens, PE-G width 1536, 50 layers) and below
+// what would make set-up allocate without bound (RoPE tables and masks scale with max_seqlen, blocks with layers).
+constexpr int64_t kMaxWidth = 1 << 16, kMaxLayers = 1 << 10, kMaxSeqlen = 1 << 20, kMaxVocab = 1 << 24;
+
 void check_model(const ModelArgs& m, Checker& c) {
   c.at_least<int64_t>(m.dim, 1, "model.dim");
   c.at_least<int64_t>(m.n_layers, 1, "model.n_layers");
+  c.at_most(m.dim, kMaxWidth, "model.dim", "the largest Llama 3 has 16384");
+  c.at_most(m.n_layers, kMaxLayers, "model.n_layers", "the largest Llama 3 has 126");
+  c.at_most(m.max_seqlen, kMaxSeqlen, "model.max_seqlen", "RoPE tables and attention masks are sized by it");
+  c.at_most(m.vocab_size, kMaxVocab, "model.vocab_size", "Llama 3's is 128256");
+  c.finite(m.norm_eps, "model.norm_eps");
+  c.finite(m.rope_theta, "model.rope_theta");
   c.require(m.n_heads || m.head_dim, "model.n_heads", "or model.head_dim must be set");
   const int64_t heads = m.n_heads.value_or(m.head_dim && *m.head_dim > 0 ? m.dim / *m.head_dim : 0);
   if (m.n_heads) c.at_least<int64_t>(*m.n_heads, 1, "model.n_heads");
@@ -60,6 +78,9 @@ void check_model(const ModelArgs& m, Checker& c) {
   c.at_least<int64_t>(m.pooling_ratio, 1, "model.pooling_ratio");
   if (!m.vision_model) return;
   const VisionModelArgs& v = *m.vision_model;
+  c.at_most(v.width, kMaxWidth, "model.vision_model.width", "PE-G's is 1536");
+  c.at_most(v.layers, kMaxLayers, "model.vision_model.layers", "PE-G has 50");
+  c.at_most(v.image_size, 1 << 14, "model.vision_model.image_size", "PE's tiles are 448");
   c.at_least<int64_t>(v.patch_size, 1, "model.vision_model.patch_size");
   c.at_least<int64_t>(v.width, 1, "model.vision_model.width");
   c.at_least<int64_t>(v.layers, 1, "model.vision_model.layers");
@@ -85,17 +106,27 @@ void check_data(const DataArgs& d, Checker& c) {
     c.require(false, "data.datamix", e.what());
   }
   c.at_least<int64_t>(d.batch_size, 1, "data.batch_size");
+  c.at_most(d.batch_size, 1 << 20, "data.batch_size", "samples per rank per micro-batch");
   if (d.image_res) c.at_least<int64_t>(*d.image_res, 1, "data.image_res");
+  if (d.image_res) c.at_most(*d.image_res, 1 << 14, "data.image_res", "PLM's tiles are 448");
   if (d.max_num_tiles) c.at_least<int64_t>(*d.max_num_tiles, 1, "data.max_num_tiles");
+  if (d.max_num_tiles) c.at_most(*d.max_num_tiles, 1024, "data.max_num_tiles", "PLM's stage 3 uses 36");
   if (d.num_workers) c.at_least<int64_t>(*d.num_workers, 0, "data.num_workers");
+  if (d.num_workers) c.at_most(*d.num_workers, 1024, "data.num_workers", "one thread each, each with its buffers");
   if (d.max_video_frames) c.at_least<int64_t>(*d.max_video_frames, 1, "data.max_video_frames");
+  if (d.max_video_frames) c.at_most(*d.max_video_frames, 1 << 14, "data.max_video_frames", "PLM's stage 3 uses 32");
   if (d.vision_input_type) c.one_of(*d.vision_input_type, "data.vision_input_type", {"vanilla", "thumb+tile"});
   if (d.tokenizer_name) c.one_of(*d.tokenizer_name, "data.tokenizer_name", {"plmchat", "llama3"});
   c.at_least<int64_t>(d.prefetch_batches, 1, "data.prefetch_batches");
+  c.at_most(d.prefetch_batches, 1024, "data.prefetch_batches", "each is a whole batch held in memory");
   if (d.conversation_format) c.one_of(*d.conversation_format, "data.conversation_format", {"plm_sft", "warmup"});
 }
 
 void check_optim(const OptimArgs& o, Checker& c) {
+  for (const auto& [value, key] : {std::pair{o.lr, "optim.lr"}, {o.weight_decay, "optim.weight_decay"},
+                                   {o.epsilon, "optim.epsilon"}, {o.clip, "optim.clip"},
+                                   {o.lr_min_ratio, "optim.lr_min_ratio"}, {o.cycle_length, "optim.cycle_length"}})
+    c.finite(value, key);
   c.require(o.lr >= 0, "optim.lr", "must not be negative");
   c.require(o.weight_decay >= 0, "optim.weight_decay", "must not be negative");
   c.require(o.epsilon > 0, "optim.epsilon", "must be positive");

@@ -2,6 +2,8 @@
 // collation, and the loader's determinism, resume and skipping.
 #include "torch_catch.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -171,6 +173,32 @@ TEST_CASE("JSONL rows: empty lines skipped, index cached and rebuilt when the fi
   CHECK(dir.row(0) == "{\"c\": 0}");
   CHECK(dir.row(2) == "{\"c\": 2}");
   CHECK_THROWS_AS(JsonlSource(s.path("absent.jsonl")), config::ConfigError);
+  // A symlink loop among the chunks is not a chunk (it aborted the listing); a FIFO is not an annotation file.
+  fs::create_symlink(s.path("chunks/y.chunk.02.jsonl"), s.path("chunks/y.chunk.02.jsonl"));
+  CHECK(JsonlSource(s.path("chunks")).size() == 3);
+  REQUIRE(::mkfifo(s.path("fifo.jsonl").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(JsonlSource(s.path("fifo.jsonl")), Catch::Contains("not a regular file"));
+  fs::create_symlink(s.path("self.jsonl"), s.path("self.jsonl"));
+  CHECK_THROWS_WITH(JsonlSource(s.path("self.jsonl")), Catch::Contains("cannot be reached"));
+}
+
+TEST_CASE("a stale JSONL index whose stamp matches but whose offsets do not fit the file is rebuilt") {
+  Scratch s("plm_data_stale_index");
+  const auto path = s.write("d.jsonl", "{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n");
+  REQUIRE(JsonlSource(path).size() == 3);
+  const std::string index = path + ".plmidx";
+  for (const std::vector<uint64_t>& bad : {std::vector<uint64_t>{0, 20, 9}, {0, 9, 1000000}, {0, 0, 9}}) {
+    {  // same magic, size, mtime and count (bytes 0-31); offsets replaced
+      std::fstream f(index, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(32);
+      f.write(reinterpret_cast<const char*>(bad.data()), static_cast<std::streamsize>(bad.size() * 8));
+    }
+    const JsonlSource src(path);  // before: a row read underflowed (end < begin) and aborted on the allocation
+    REQUIRE(src.size() == 3);
+    CHECK(src.row(0) == "{\"a\": 1}");
+    CHECK(src.row(1) == "{\"a\": 2}");
+    CHECK(src.row(2) == "{\"a\": 3}");
+  }
 }
 
 TEST_CASE("the global stream: weights 1:2:7 within 2% over 10k, file order per dataset, resumable state") {

@@ -72,7 +72,12 @@ bool read_cache(const std::string& cache, const FileStamp& s, std::vector<uint64
   in.read(reinterpret_cast<char*>(&count), 8);
   if (!in || cached.size != s.size || cached.mtime_ns != s.mtime_ns || count > s.size) return false;
   offsets.resize(count);
-  return static_cast<bool>(in.read(reinterpret_cast<char*>(offsets.data()), static_cast<std::streamsize>(count * 8)));
+  if (!in.read(reinterpret_cast<char*>(offsets.data()), static_cast<std::streamsize>(count * 8))) return false;
+  // An index whose stamp matches but whose offsets do not fit the file (copied from elsewhere, edited, or a file
+  // rewritten within the same mtime tick) is rebuilt, never trusted: rows are read between consecutive offsets.
+  for (size_t k = 0; k < offsets.size(); ++k)
+    if (offsets[k] >= s.size || (k > 0 && offsets[k] <= offsets[k - 1])) return false;
+  return true;
 }
 
 void write_cache(const std::string& cache, const FileStamp& s, const std::vector<uint64_t>& offsets) {
@@ -108,17 +113,27 @@ std::vector<uint64_t> index_jsonl_file(const std::string& path, bool use_cache) 
 }
 
 JsonlSource::JsonlSource(const std::string& annotation) {
-  if (!fs::exists(annotation)) throw config::ConfigError("annotation '" + annotation + "' does not exist.");
-  if (fs::is_directory(annotation)) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(annotation, ec);
+  if (!fs::exists(st))
+    throw config::ConfigError("annotation '" + annotation + "' " +
+                              (ec && ec != std::errc::no_such_file_or_directory ? "cannot be reached (" + ec.message() + ")."
+                                                                                : std::string("does not exist.")));
+  if (fs::is_directory(st)) {
     static const std::regex chunk(R"(.*chunk\.\d+.*\.jsonl)");
-    for (const auto& e : fs::directory_iterator(annotation))
-      if (e.is_regular_file() && std::regex_match(e.path().filename().string(), chunk))
-        files_.push_back(e.path().string());
+    for (fs::directory_iterator it(annotation, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code entry_ec;  // an entry that cannot be resolved (a symlink loop) is not a chunk file
+      if (it->is_regular_file(entry_ec) && std::regex_match(it->path().filename().string(), chunk))
+        files_.push_back(it->path().string());
+    }
+    if (ec) throw config::ConfigError("cannot list annotation folder '" + annotation + "': " + ec.message() + ".");
     std::sort(files_.begin(), files_.end());
     if (files_.empty())
       throw config::ConfigError("annotation folder '" + annotation + "' has no files named like '*chunk.N*.jsonl'.");
-  } else {
+  } else if (fs::is_regular_file(st)) {
     files_.push_back(annotation);
+  } else {
+    throw config::ConfigError("annotation '" + annotation + "' is not a regular file (a FIFO, device or socket).");
   }
   for (const auto& f : files_) {
     File file{f, index_jsonl_file(f), stamp(f).size};

@@ -415,6 +415,41 @@ TEST_CASE("loader with media: image tiles, multi-image, video with a box, region
   CHECK(skips.at("decode_error") + (skips.count("unsupported_format") ? skips.at("unsupported_format") : 0) >= 1);
 }
 
+TEST_CASE("data.confine_media_to_root refuses media paths that resolve outside root_dir, links included") {
+  Scratch s("plm_data_confine");
+  fs::create_directories(s.path("root/sub"));
+  s.write("secret.png", "not for the dataset");
+  fs::create_symlink(s.path("secret.png"), s.path("root/link.png"));
+  fs::create_symlink(s.path("root/sub"), s.path("root/dirlink"));
+  PreprocessOptions po;
+  po.image_res = 28;
+  po.patch_size = 14;
+  po.vision_input_type = "vanilla";
+  po.seq_len = 512;
+  const auto reason = [&](bool confine, const std::string& image) {
+    po.confine_media_to_root = confine;
+    const Preprocessor pre(llama3_ptr(), po);
+    const std::string row = R"({"image": ")" + image + R"(", "conversations": [{"from": "human", "value": "<image>"},)"
+                            R"( {"from": "assistant", "value": "x"}]})";
+    try {
+      (void)pre(parse_sample(row), s.path("root"));
+      return std::string("accepted");
+    } catch (const ReasonedError& e) {
+      return std::string(e.reason());
+    }
+  };
+  for (const std::string& outside : std::vector<std::string>{"../secret.png", "link.png", s.path("secret.png"),
+                                                              "sub/../../secret.png"}) {
+    INFO(outside);
+    CHECK(reason(true, outside) == "outside_root");
+    CHECK(reason(false, outside) != "outside_root");  // off (PLM's behaviour): the file is opened
+  }
+  for (const std::string inside : {"sub/missing.png", "dirlink/missing.png", "./missing.png"}) {
+    INFO(inside);
+    CHECK(reason(true, inside) == "missing_file");  // inside the root: looked up, not refused
+  }
+}
+
 TEST_CASE("a row whose images cannot fit in max_seqlen is rejected before any image is read") {
   PreprocessOptions po;
   po.image_res = 28;

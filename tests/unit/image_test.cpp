@@ -132,6 +132,14 @@ TEST_CASE("load_image_rgb: errors name the file and carry a reason", "[image][er
     INFO(name << ": " << e.what());
     CHECK(e.reason() == c.second);
     CHECK_THAT(e.what(), Contains(path));
+    // Never the file's content (a path may reach outside root_dir): neither its text nor its bytes in hex.
+    if (c.first.size() >= 8) {
+      CHECK_THAT(e.what(), !Contains(c.first.substr(0, 8)));
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "%02x %02x", static_cast<unsigned char>(c.first[0]),
+                    static_cast<unsigned char>(c.first[1]));
+      CHECK_THAT(e.what(), !Contains(hex));
+    }
   }
   const MediaError missing = media_error_of([&] { load_image_rgb(s.path("nope.jpg")); });
   CHECK(missing.reason() == "missing_file");

@@ -197,6 +197,9 @@ struct DataArgs {
   bool pad_to_longest = false;                     // pad batches to their longest sample, not model.max_seqlen
   bool strict = false;           // a sample that cannot be used stops the run instead of being skipped
   int64_t prefetch_batches = 4;  // batches decoded ahead of the trainer
+  // Refuse media paths that resolve (symlinks followed) outside the dataset's root_dir, e.g. "../../etc/x" or an
+  // absolute path. Off by default, as in PLM: its datasets may hold absolute paths, which os.path.join keeps.
+  bool confine_media_to_root = false;
   std::string val_datamix;       // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
   int64_t val_max_batches = 8;   // batches per validation (every checkpoint.eval.every steps and at the end)
 
@@ -220,6 +223,7 @@ struct DataArgs {
     v("pad_to_longest", pad_to_longest);
     v("strict", strict);
     v("prefetch_batches", prefetch_batches);
+    v("confine_media_to_root", confine_media_to_root);
     v("val_datamix", val_datamix);
     v("val_max_batches", val_max_batches);
   }

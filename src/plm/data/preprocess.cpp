@@ -1,5 +1,6 @@
 #include "plm/data/preprocess.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "plm/media/boxes.h"
@@ -13,8 +14,22 @@
 namespace plm::data {
 namespace {
 
-std::string join(const std::string& root, const std::string& path) {
-  return root.empty() ? path : (std::filesystem::path(root) / path).string();
+namespace fs = std::filesystem;
+
+// root_dir / path as os.path.join makes it (an absolute path stays itself). With `confine`, the result, symlinks
+// resolved, must lie inside root_dir, or the sample is refused ("outside_root"): a dataset cannot make plm read
+// /etc/shadow or another user's files through "../" or a link.
+std::string join(const std::string& root, const std::string& path, bool confine) {
+  const std::string joined = root.empty() ? path : (fs::path(root) / path).string();
+  if (!confine || root.empty()) return joined;
+  std::error_code ec;
+  const fs::path real_root = fs::weakly_canonical(root, ec), real = fs::weakly_canonical(joined, ec);
+  const auto [r, p] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+  if (ec || r != real_root.end())
+    throw SampleError("outside_root", "media path '" + path + "' resolves to '" + real.string() +
+                                          "', outside root_dir '" + real_root.string() +
+                                          "' (data.confine_media_to_root is on).");
+  return joined;
 }
 
 }  // namespace
@@ -29,6 +44,7 @@ PreprocessOptions PreprocessOptions::from(const config::TrainArgs& a) {
   o.pooling_ratio = a.model.pooling_ratio;
   o.seq_len = a.model.max_seqlen;
   o.conversation_format = a.data.conversation_format.value_or("plm_sft");
+  o.confine_media_to_root = a.data.confine_media_to_root;
   return o;
 }
 
@@ -52,7 +68,7 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
     if (!sample.images.empty()) {
       std::vector<at::Tensor> chunks;
       for (const auto& path : sample.images) {
-        const at::Tensor rgb = media::load_image_rgb(join(root_dir, path));
+        const at::Tensor rgb = media::load_image_rgb(join(root_dir, path, options_.confine_media_to_root));
         if (sample.images.size() > 1 || options_.vision_input_type == "vanilla")
           chunks.push_back(media::vanilla(rgb, s).pixels);
         else
@@ -61,7 +77,8 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
       out.pixels = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
       out.type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
     } else if (sample.video) {
-      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video), sample.start_time, sample.end_time,
+      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root),
+                                                   sample.start_time, sample.end_time,
                                                    options_.max_video_frames);
       if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
       out.pixels = media::video_pixels(clip, s);

@@ -28,6 +28,7 @@ struct PreprocessOptions {
   int64_t pooling_ratio = 1;
   int64_t seq_len = 1024;
   std::string conversation_format = "plm_sft";
+  bool confine_media_to_root = false;  // data.confine_media_to_root: refuse paths resolving outside root_dir
 
   static PreprocessOptions from(const config::TrainArgs& args);
 

@@ -365,16 +365,6 @@ Format sniff(std::string_view b, AVCodecID& codec) {
   return codec == AV_CODEC_ID_NONE ? Format::kUnknown : Format::kFfmpeg;
 }
 
-std::string first_bytes_hex(std::string_view b) {
-  std::string hex;
-  for (size_t i = 0; i < std::min<size_t>(b.size(), 8); ++i) {
-    char byte[4];
-    std::snprintf(byte, sizeof byte, i ? " %02x" : "%02x", static_cast<unsigned char>(b[i]));
-    hex += byte;
-  }
-  return hex;
-}
-
 }  // namespace
 
 at::Tensor decode_image_rgb(std::string_view bytes, const std::string& origin) {
@@ -392,10 +382,10 @@ at::Tensor decode_image_rgb(std::string_view bytes, const std::string& origin) {
     case Format::kUnknown:
       break;
   }
-  throw MediaError("unsupported_format", "cannot decode image '" + origin +
-                                             "': its content is not JPEG, PNG, WebP, GIF, BMP, TIFF, PNM, QOI or "
-                                             "JPEG 2000 (first bytes: " +
-                                             first_bytes_hex(bytes) + "), whatever its name says.");
+  // The file's bytes are not quoted: a path may point outside root_dir (at /etc/shadow, say), and logs travel.
+  throw MediaError("unsupported_format", "cannot decode image '" + origin + "': its " + std::to_string(bytes.size()) +
+                                             " bytes start like none of JPEG, PNG, WebP, GIF, BMP, TIFF, PNM, QOI or "
+                                             "JPEG 2000, whatever its name says.");
 }
 
 at::Tensor empty_pixels(at::IntArrayRef sizes, at::ScalarType dtype) {

@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   libpcre2-dev nlohmann-json3-dev libcli11-dev catch2 libgloo-dev
-  libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler
+  libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler clang
 )
 PY_PACKAGES=(numpy pyyaml transformers timm tiktoken safetensors pillow av torchcodec sentencepiece tensorboard)
 

@@ -477,6 +477,12 @@ TEST_CASE("hostile recipes are refused in bounded time: alias bombs / non-regula
     CHECK_THAT(error_of("/dev/zero"), Catch::Contains("not a regular file"));
     CHECK_THAT(error_of(s.write("inc_zero.yaml", "include: /dev/zero\n")), Catch::Contains("/dev/zero"));
   }
+  SECTION("a mapping or a list as a key (found by fuzzing: it escaped as a YAML conversion error)") {
+    CHECK_THAT(error_of(s.write("mapkey.yaml", "name: x\n{dim: 64}: 3\n")),
+               Catch::Contains("mapkey.yaml' line 2") && Catch::Contains("a key must be a name"));
+    CHECK_THAT(error_of(s.write("listkey.yaml", "optim:\n  [1, 2]: 3\n")), Catch::Contains("a key must be a name"));
+    CHECK_THAT(error_of("", {"optim={[1]: 2}"}), Catch::Contains("a key must be a name"));
+  }
   SECTION("a file over the size limit") {
     CHECK_THAT(error_of(s.write("huge.yaml", "name: x\n# " + std::string((16u << 20) + 10, 'y') + "\n")),
                Catch::Contains("huge.yaml") && Catch::Contains("at most"));

@@ -41,10 +41,27 @@ size_t expanded_size(const YAML::Node& doc, size_t budget) {
   return n;
 }
 
+// Refuses a document that costs too much, or whose mappings have keys that are not names (YAML allows a mapping
+// or a list as a key: `{a: 1}: 2`); every reader after this takes keys as strings.
 void check_size(const YAML::Node& doc, const std::string& what) {
   if (expanded_size(doc, kMaxValues) > kMaxValues)
     throw ConfigError(what + " holds more than " + std::to_string(kMaxValues) +
                       " values once its YAML aliases are expanded; a recipe needs a few hundred (an alias bomb?).");
+  std::vector<YAML::Node> stack{doc};  // bounded: at most kMaxValues nodes, as just counted
+  while (!stack.empty()) {
+    const YAML::Node node = stack.back();
+    stack.pop_back();
+    if (node.IsMap()) {
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (!it->first.IsScalar())
+          throw ConfigError(what + " line " + std::to_string(it->first.Mark().line + 1) +
+                            ": a key must be a name, not " + (it->first.IsMap() ? "a mapping" : "a list or null") + ".");
+        stack.push_back(it->second);
+      }
+    } else if (node.IsSequence()) {
+      for (auto it = node.begin(); it != node.end(); ++it) stack.push_back(*it);
+    }
+  }
 }
 
 // The text of a config file: a regular file (not a folder, FIFO or device) of at most kMaxFileBytes.

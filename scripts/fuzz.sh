@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# libFuzzer harnesses (tests/fuzz/fuzz_*.cpp) under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang
+# straight from the sources they exercise (instrumented; system libraries are not).
+#   scripts/fuzz.sh build                 builds build-fuzz/fuzz_{config,sample,tokenizer}
+#   scripts/fuzz.sh run NAME SECONDS      fuzzes NAME for SECONDS from tests/fuzz/corpus/NAME (new inputs kept in
+#                                         build-fuzz/corpus/NAME; a crash is written to build-fuzz/crash-*)
+#   scripts/fuzz.sh smoke NAME [RUNS]     builds if needed and runs RUNS (default 20000) inputs: the CI smoke
+# Every harness treats only the component's own refusal type as expected; any other exception, a crash, a leak,
+# an out-of-memory (-rss_limit_mb=2048) or a slow input (-timeout=10) is a finding.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${FUZZ_DIR:-build-fuzz}"
+CXX="${FUZZ_CXX:-clang++}"
+FLAGS=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc
+       -DPLM_SOURCE_DIR="\"$PWD\"" -DFMT_HEADER_ONLY)
+CONFIG_SRC=(src/plm/config/emit.cpp src/plm/config/load.cpp src/plm/config/source.cpp src/plm/config/suggest.cpp
+            src/plm/config/validate.cpp src/plm/common/log.cpp)
+TEXT_SRC=(src/plm/text/conversation.cpp src/plm/text/pretokenizer.cpp src/plm/text/region.cpp
+          src/plm/text/sample_tokens.cpp src/plm/text/sentencepiece_tokenizer.cpp src/plm/text/tiktoken_bpe.cpp
+          src/plm/text/tokenizer.cpp src/plm/common/log.cpp)
+LIBS_CONFIG=(-lyaml-cpp -lspdlog -lfmt)
+LIBS_TEXT=($(pkg-config --libs libpcre2-8 sentencepiece) -lspdlog -lfmt)
+
+build_one() {  # name, sources..., -- libs...
+  local name=$1; shift
+  local srcs=() libs=()
+  while [ "$1" != "--" ]; do srcs+=("$1"); shift; done; shift
+  libs=("$@")
+  local bin="$OUT/fuzz_$name"
+  if [ -x "$bin" ] && [ -z "$(find tests/fuzz src \( -name '*.h' -o -name '*.cpp' \) -newer "$bin" | head -1)" ]; then
+    return
+  fi
+  echo "[fuzz] building $bin"
+  "$CXX" "${FLAGS[@]}" "tests/fuzz/fuzz_$name.cpp" "${srcs[@]}" "${libs[@]}" -o "$bin"
+}
+
+build() {  # [name]: one harness, or all
+  command -v "$CXX" >/dev/null || { echo "[fuzz] $CXX is missing: apt-get install clang" >&2; exit 1; }
+  mkdir -p "$OUT"
+  case "${1:-all}" in config | all) build_one config "${CONFIG_SRC[@]}" -- "${LIBS_CONFIG[@]}" ;; esac
+  case "${1:-all}" in sample | all) build_one sample src/plm/data/sample.cpp "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
+  case "${1:-all}" in tokenizer | all) build_one tokenizer "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
+}
+
+run() {  # name, libFuzzer options...
+  local name=$1; shift
+  mkdir -p "$OUT/corpus/$name"
+  "$OUT/fuzz_$name" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$OUT/crash-$name-" "$@" \
+    "$OUT/corpus/$name" "tests/fuzz/corpus/$name"
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) build "$2"; run "$2" -max_total_time="$3" -print_final_stats=1 ;;
+  smoke) build "$2"; run "$2" -runs="${3:-20000}" ;;
+  *) echo "usage: scripts/fuzz.sh build | run NAME SECONDS | smoke NAME [RUNS]" >&2; exit 2 ;;
+esac

@@ -3,8 +3,8 @@
 
 #include "cli/commands.h"
 #include "plm/ckpt/model_checkpoint.h"
-#include "plm/common/runtime.h"
 #include "plm/ckpt/safetensors.h"
+#include "plm/common/runtime.h"
 #include "plm/config/load.h"
 #include "plm/model/perception_lm.h"
 #include "plm/text/tokenizer.h"
@@ -38,8 +38,9 @@ int info(const ModelOptions& o) {
     args = train.model;
     if (args.vocab_size == -1) {  // the tokenizer's size, as plm train fills it
       if (!train.data.tokenizer_path)
-        throw config::ConfigError(o.source + ": model.vocab_size is -1 (the tokenizer's size) but data.tokenizer_path "
-                                             "is not set.");
+        throw config::ConfigError(o.source +
+                                  ": model.vocab_size is -1 (the tokenizer's size) but data.tokenizer_path "
+                                  "is not set.");
       args.vocab_size = text::load_tokenizer(*train.data.tokenizer_path)->vocab_size();
     }
   } else {

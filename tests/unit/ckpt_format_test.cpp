@@ -358,7 +358,8 @@ TEST_CASE("the safetensors reader refuses what the reference library refuses / a
   CHECK_THAT(error(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12),
              Contains("'w'") && Contains("hole"));
   CHECK_THAT(error(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                       "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})", 12),
+                       "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
+                   12),
              Contains("'b'") && Contains("hole"));
   CHECK_THAT(error("{" + w + "}", 16), Contains(path) && Contains("8 bytes after its last tensor"));
   CHECK_THAT(error("{}", 4), Contains("4 bytes after"));
@@ -378,8 +379,8 @@ TEST_CASE("the safetensors reader refuses what the reference library refuses / a
   CHECK_THAT(error(R"(["w"])", 0), Contains("not an object"));
   // Unknown fields are skipped whole, as the reference library does.
   s.write("hostile.safetensors",
-          safetensors_bytes(R"({"w": {"x": {"y": [1, {"z": 2}]}, "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
-                            8));
+          safetensors_bytes(
+              R"({"w": {"x": {"y": [1, {"z": 2}]}, "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 8));
   CHECK(read_safetensors(path).at("w").sizes() == c10::IntArrayRef{2});
   // 100,000 dimensions: refused at the 65th, not multiplied out.
   std::string dims;
@@ -414,7 +415,8 @@ std::string pickle_str(const std::string& v) {  // SHORT_BINUNICODE
 
 }  // namespace
 
-TEST_CASE("the torch.save unpickler stays bounded on hostile pickles: deep nesting / self reference / shared blow-ups") {
+TEST_CASE(
+    "the torch.save unpickler stays bounded on hostile pickles: deep nesting / self reference / shared blow-ups") {
   Scratch s;
   const std::string proto = "\x80\x02";
   const auto put = [](int i) { return std::string{'q', static_cast<char>(i)}; };  // BINPUT i
@@ -434,8 +436,8 @@ TEST_CASE("the torch.save unpickler stays bounded on hostile pickles: deep nesti
   SECTION("_rebuild_from_type_v2 given itself as its arguments: through a list and through 10 nested tuples") {
     const std::string fn = "ctorch._tensor\n_rebuild_from_type_v2\n";
     // L = [fn, None, L], then fn(*L): the arguments are a list (and contain themselves).
-    const std::string self = proto + "}" + pickle_str("t") + fn + put(0) + "]" + put(1) + get(0) + "a" + "Na" + get(1) +
-                             "a" + "R" + "s.";
+    const std::string self =
+        proto + "}" + pickle_str("t") + fn + put(0) + "]" + put(1) + get(0) + "a" + "Na" + get(1) + "a" + "R" + "s.";
     CHECK_THAT(load_error("self.pth", self), Contains("self.pth") && Contains("not a tuple"));
     // args_k = (fn, None, args_{k-1}), args_0 = (): fn(*args_10) would call fn ten times over.
     std::string chain = proto + "}" + pickle_str("t") + fn + put(0);

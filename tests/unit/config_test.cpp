@@ -397,12 +397,12 @@ TEST_CASE("validate names every semantic problem with its key and origin") {
   CHECK_THAT(errors({"steps=0"}), Catch::Contains("command-line override 'steps=0': key 'steps' must be at least 1"));
   // Values that validated and then crashed or stalled set-up (10^12 tokens of RoPE tables, 10^8 layers, tens of
   // thousands of threads, an infinite lr): each is refused naming its key.
-  for (const std::string bad :
-       {"model.max_seqlen=1000000000000", "model.n_layers=100000000", "model.dim=10000000", "model.vocab_size=1000000000",
-        "data.num_workers=50000", "data.batch_size=100000000", "data.max_num_tiles=100000", "data.image_res=1000000",
-        "data.max_video_frames=1000000", "data.prefetch_batches=100000", "model.vision_model.layers=100000",
-        "model.vision_model.width=1000000", "optim.lr=.inf", "optim.clip=.nan", "optim.weight_decay=.inf",
-        "model.norm_eps=.inf", "model.rope_theta=.inf"}) {
+  for (const std::string bad : {"model.max_seqlen=1000000000000", "model.n_layers=100000000", "model.dim=10000000",
+                                "model.vocab_size=1000000000", "data.num_workers=50000", "data.batch_size=100000000",
+                                "data.max_num_tiles=100000", "data.image_res=1000000", "data.max_video_frames=1000000",
+                                "data.prefetch_batches=100000", "model.vision_model.layers=100000",
+                                "model.vision_model.width=1000000", "optim.lr=.inf", "optim.clip=.nan",
+                                "optim.weight_decay=.inf", "model.norm_eps=.inf", "model.rope_theta=.inf"}) {
     INFO(bad);
     CHECK_THAT(errors({bad}), Catch::Contains("'" + bad.substr(0, bad.find('=')) + "'"));
   }
@@ -440,19 +440,22 @@ TEST_CASE("all_key_paths lists every section and expands the vision model") {
   CHECK(has("profiling.trace_folder"));
 }
 
-TEST_CASE("hostile recipes are refused in bounded time: alias bombs / non-regular files / include blow-ups / deep YAML") {
+TEST_CASE(
+    "hostile recipes are refused in bounded time: alias bombs / non-regular files / include blow-ups / deep YAML") {
   Scratch s("plm_cfg_hostile");
   SECTION("a map alias bomb (each level doubles the last) in a file and in an override") {
     std::string bomb = "a0: &a0 {x: 1, y: 2}\n";
     for (int i = 1; i <= 40; ++i)
       bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " {l: *a" + std::to_string(i - 1) + ", r: *a" +
               std::to_string(i - 1) + "}\n";
-    CHECK_THAT(error_of(s.write("bomb.yaml", "name: x\neval:\n" + [&] {
-                 std::string indented;
-                 std::istringstream lines(bomb);
-                 for (std::string l; std::getline(lines, l);) indented += "  " + l + "\n";
-                 return indented;
-               }())),
+    CHECK_THAT(error_of(s.write(
+                   "bomb.yaml", "name: x\neval:\n" +
+                                    [&] {
+                                      std::string indented;
+                                      std::istringstream lines(bomb);
+                                      for (std::string l; std::getline(lines, l);) indented += "  " + l + "\n";
+                                      return indented;
+                                    }())),
                Catch::Contains("bomb.yaml") && Catch::Contains("aliases"));
     // Lists too, under a key that is accepted but unused (it would reach every checkpoint's params.json).
     std::string lists = "[1, 2]";
@@ -491,8 +494,8 @@ TEST_CASE("hostile recipes are refused in bounded time: alias bombs / non-regula
     // d_i includes l_i and r_i, which both include d_{i+1}: 2^12 reads without a bound (24 files deep).
     for (int i = 0; i < 12; ++i) {
       const std::string next = "d" + std::to_string(i + 1) + ".yaml";
-      s.write("d" + std::to_string(i) + ".yaml", "include: [l" + std::to_string(i) + ".yaml, r" + std::to_string(i) +
-                                                     ".yaml]\n");
+      s.write("d" + std::to_string(i) + ".yaml",
+              "include: [l" + std::to_string(i) + ".yaml, r" + std::to_string(i) + ".yaml]\n");
       s.write("l" + std::to_string(i) + ".yaml", "include: " + next + "\n");
       s.write("r" + std::to_string(i) + ".yaml", "include: " + next + "\n");
     }
@@ -504,8 +507,8 @@ TEST_CASE("hostile recipes are refused in bounded time: alias bombs / non-regula
     CHECK_THAT(error_of(s.path("c0.yaml")), Catch::Contains("at most 32 deep"));
     // Within the limits both shapes load.
     for (int i = 0; i < 4; ++i)
-      s.write("e" + std::to_string(i) + ".yaml", "include: [f" + std::to_string(i) + ".yaml, g" + std::to_string(i) +
-                                                     ".yaml]\n"),
+      s.write("e" + std::to_string(i) + ".yaml",
+              "include: [f" + std::to_string(i) + ".yaml, g" + std::to_string(i) + ".yaml]\n"),
           s.write("f" + std::to_string(i) + ".yaml", "include: e" + std::to_string(i + 1) + ".yaml\n"),
           s.write("g" + std::to_string(i) + ".yaml", "include: e" + std::to_string(i + 1) + ".yaml\n");
     s.write("e4.yaml", "name: small_diamond\n");

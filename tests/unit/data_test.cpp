@@ -429,7 +429,8 @@ TEST_CASE("data.confine_media_to_root refuses media paths that resolve outside r
   const auto reason = [&](bool confine, const std::string& image) {
     po.confine_media_to_root = confine;
     const Preprocessor pre(llama3_ptr(), po);
-    const std::string row = R"({"image": ")" + image + R"(", "conversations": [{"from": "human", "value": "<image>"},)"
+    const std::string row = R"({"image": ")" + image +
+                            R"(", "conversations": [{"from": "human", "value": "<image>"},)"
                             R"( {"from": "assistant", "value": "x"}]})";
     try {
       (void)pre(parse_sample(row), s.path("root"));
@@ -438,8 +439,8 @@ TEST_CASE("data.confine_media_to_root refuses media paths that resolve outside r
       return std::string(e.reason());
     }
   };
-  for (const std::string& outside : std::vector<std::string>{"../secret.png", "link.png", s.path("secret.png"),
-                                                              "sub/../../secret.png"}) {
+  for (const std::string& outside :
+       std::vector<std::string>{"../secret.png", "link.png", s.path("secret.png"), "sub/../../secret.png"}) {
     INFO(outside);
     CHECK(reason(true, outside) == "outside_root");
     CHECK(reason(false, outside) != "outside_root");  // off (PLM's behaviour): the file is opened

@@ -1,7 +1,7 @@
 // Image decoding, Pillow-compatible resizing and PLM's tiling (docs/reference.md 4.4). Fixtures are made at test time
 // by tests/parity/image_parity.py with the venv's Pillow, which also checks plm's outputs against Pillow/torchvision.
-#include <algorithm>
 #include <sys/stat.h>
+#include <algorithm>
 
 #include <cstdlib>
 #include <fstream>

@@ -363,7 +363,8 @@ TEST_CASE("a clip over the pixel budget is refused before any frame is decoded")
   Scratch s("plm_video_budget");
   const std::string big = s.path("big.avi");
   REQUIRE(std::system(("ffmpeg -hide_banner -loglevel error -y -f lavfi -i color=c=black:s=4096x4096:r=8 -frames:v 33 "
-                       "-c:v mjpeg -q:v 31 -pix_fmt yuvj420p '" + big + "'")
+                       "-c:v mjpeg -q:v 31 -pix_fmt yuvj420p '" +
+                       big + "'")
                           .c_str()) == 0);
   Indices all(33);
   std::iota(all.begin(), all.end(), 0);

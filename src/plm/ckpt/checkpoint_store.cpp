@@ -294,8 +294,7 @@ std::optional<std::string> CheckpointStore::newest_complete(bool start_over) con
         "none of the {} step folders in '{}' ({} to {}) verifies (the newest: {}); refusing to start from step 0 "
         "over them: repair or move them, or set checkpoint.restart_when_damaged=true to start afresh with them moved "
         "aside.",
-        damaged.size(), root_, damaged.back().filename().string(), damaged.front().filename().string(),
-        newest_reason));
+        damaged.size(), root_, damaged.back().filename().string(), damaged.front().filename().string(), newest_reason));
   for (const fs::path& dir : damaged) {  // kept for inspection, out of the way of saves and retention
     fs::path aside = dir.string() + ".damaged";
     std::error_code exists;

@@ -236,15 +236,18 @@ class HeaderReader : public json::json_sax_t {
       key_ = k;
       return true;
     }
-    field_ = k == "dtype" ? Field::dtype : k == "shape" ? Field::shape : k == "data_offsets" ? Field::offsets
-                                                                                            : Field::other;
+    field_ = k == "dtype"          ? Field::dtype
+             : k == "shape"        ? Field::shape
+             : k == "data_offsets" ? Field::offsets
+                                   : Field::other;
     if ((field_ == Field::dtype && has_dtype_) || (field_ == Field::shape && has_shape_) ||
         (field_ == Field::offsets && has_offsets_))
       return fail_tensor("has the field '" + k + "' twice");
     return true;
   }
   bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) override {
-    if (error.empty()) error = c10::str("'", path_, "' has a corrupt JSON header (parse error at byte ", position, ").");
+    if (error.empty())
+      error = c10::str("'", path_, "' has a corrupt JSON header (parse error at byte ", position, ").");
     return false;
   }
 
@@ -305,9 +308,12 @@ class HeaderReader : public json::json_sax_t {
     return fail_tensor("has data_offsets that are not two non-negative integers");
   }
   bool offsets_seen_(uint64_t v) {
-    if (offsets_n_ == 0) entry_.begin = v;
-    else if (offsets_n_ == 1) entry_.end = v;
-    else return false;
+    if (offsets_n_ == 0)
+      entry_.begin = v;
+    else if (offsets_n_ == 1)
+      entry_.end = v;
+    else
+      return false;
     ++offsets_n_;
     return true;
   }
@@ -319,7 +325,8 @@ class HeaderReader : public json::json_sax_t {
     if (offsets != 2) return fail_tensor("has data_offsets that are not two non-negative integers");
     uint64_t nbytes = at::elementSize(entry_.dtype);
     for (const int64_t n : entry_.shape)
-      if (__builtin_mul_overflow(nbytes, static_cast<uint64_t>(n), &nbytes)) return fail_tensor("has an impossible shape");
+      if (__builtin_mul_overflow(nbytes, static_cast<uint64_t>(n), &nbytes))
+        return fail_tensor("has an impossible shape");
     if (entry_.begin > entry_.end || entry_.end > data_size_)
       return fail_tensor(c10::str("has data_offsets [", entry_.begin, ", ", entry_.end, "] outside the ", data_size_,
                                   "-byte data area (truncated or corrupt file)"));
@@ -353,8 +360,8 @@ Header read_header(const detail::MappedFile& f) {
                                    len, " bytes but only ", f.size() - 8, " bytes follow."));
   }
   if (len > kMaxHeaderBytes)
-    throw CheckpointError(c10::str("'", f.path(), "' has a ", len, "-byte header; the safetensors format allows at most ",
-                                   kMaxHeaderBytes, "."));
+    throw CheckpointError(c10::str("'", f.path(), "' has a ", len,
+                                   "-byte header; the safetensors format allows at most ", kMaxHeaderBytes, "."));
   Header h;
   h.data_start = 8 + len;
   HeaderReader reader(f.path(), f.size() - h.data_start);
@@ -369,8 +376,8 @@ Header read_header(const detail::MappedFile& f) {
   uint64_t at_byte = 0;
   for (const HeaderEntry& e : h.entries) {
     if (e.begin < at_byte)  // tensors over the same bytes would alias each other
-      throw CheckpointError(c10::str("tensor '", e.name, "' in '", f.path(), "' overlaps the tensor before it (corrupt ",
-                                     "header)."));
+      throw CheckpointError(
+          c10::str("tensor '", e.name, "' in '", f.path(), "' overlaps the tensor before it (corrupt ", "header)."));
     if (e.begin > at_byte)
       throw CheckpointError(c10::str("tensor '", e.name, "' in '", f.path(), "' starts at byte ", e.begin,
                                      " of the data area, leaving a hole after byte ", at_byte, " (corrupt header)."));

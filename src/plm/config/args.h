@@ -200,8 +200,8 @@ struct DataArgs {
   // Refuse media paths that resolve (symlinks followed) outside the dataset's root_dir, e.g. "../../etc/x" or an
   // absolute path. Off by default, as in PLM: its datasets may hold absolute paths, which os.path.join keeps.
   bool confine_media_to_root = false;
-  std::string val_datamix;       // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
-  int64_t val_max_batches = 8;   // batches per validation (every checkpoint.eval.every steps and at the end)
+  std::string val_datamix;      // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
+  int64_t val_max_batches = 8;  // batches per validation (every checkpoint.eval.every steps and at the end)
 
   template <class V>
   void visit(V& v) {

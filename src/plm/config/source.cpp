@@ -55,7 +55,8 @@ void check_size(const YAML::Node& doc, const std::string& what) {
       for (auto it = node.begin(); it != node.end(); ++it) {
         if (!it->first.IsScalar())
           throw ConfigError(what + " line " + std::to_string(it->first.Mark().line + 1) +
-                            ": a key must be a name, not " + (it->first.IsMap() ? "a mapping" : "a list or null") + ".");
+                            ": a key must be a name, not " + (it->first.IsMap() ? "a mapping" : "a list or null") +
+                            ".");
         stack.push_back(it->second);
       }
     } else if (node.IsSequence()) {
@@ -69,8 +70,8 @@ std::string read_config_file(const fs::path& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st))
-    throw ConfigError("cannot read config file '" + path.string() + "': " +
-                      (ec ? ec.message() : std::string("No such file or directory")) + ".");
+    throw ConfigError("cannot read config file '" + path.string() +
+                      "': " + (ec ? ec.message() : std::string("No such file or directory")) + ".");
   if (!fs::is_regular_file(st))
     throw ConfigError("config file '" + path.string() + "' is " +
                       (fs::is_directory(st) ? "a folder" : "not a regular file (a FIFO, device or socket)") +
@@ -84,7 +85,8 @@ std::string read_config_file(const fs::path& path) {
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
   if (text.size() > kMaxFileBytes)  // it grew while being read
-    throw ConfigError("config file '" + path.string() + "' is larger than " + std::to_string(kMaxFileBytes) + " bytes.");
+    throw ConfigError("config file '" + path.string() + "' is larger than " + std::to_string(kMaxFileBytes) +
+                      " bytes.");
   return text;
 }
 

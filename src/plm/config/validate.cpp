@@ -30,7 +30,8 @@ class Checker {
   }
   // An upper bound with its reason: a value that validates must not then exhaust memory or threads.
   void at_most(int64_t value, int64_t max, const std::string& path, const std::string& why) {
-    require(value <= max, path, "is " + std::to_string(value) + ", more than " + std::to_string(max) + " (" + why + ")");
+    require(value <= max, path,
+            "is " + std::to_string(value) + ", more than " + std::to_string(max) + " (" + why + ")");
   }
   void finite(double value, const std::string& path) {
     require(std::isfinite(value), path, "must be a finite number, got " + std::to_string(value));
@@ -123,9 +124,12 @@ void check_data(const DataArgs& d, Checker& c) {
 }
 
 void check_optim(const OptimArgs& o, Checker& c) {
-  for (const auto& [value, key] : {std::pair{o.lr, "optim.lr"}, {o.weight_decay, "optim.weight_decay"},
-                                   {o.epsilon, "optim.epsilon"}, {o.clip, "optim.clip"},
-                                   {o.lr_min_ratio, "optim.lr_min_ratio"}, {o.cycle_length, "optim.cycle_length"}})
+  for (const auto& [value, key] : {std::pair{o.lr, "optim.lr"},
+                                   {o.weight_decay, "optim.weight_decay"},
+                                   {o.epsilon, "optim.epsilon"},
+                                   {o.clip, "optim.clip"},
+                                   {o.lr_min_ratio, "optim.lr_min_ratio"},
+                                   {o.cycle_length, "optim.cycle_length"}})
     c.finite(value, key);
   c.require(o.lr >= 0, "optim.lr", "must not be negative");
   c.require(o.weight_decay >= 0, "optim.weight_decay", "must not be negative");

@@ -117,8 +117,9 @@ JsonlSource::JsonlSource(const std::string& annotation) {
   const fs::file_status st = fs::status(annotation, ec);
   if (!fs::exists(st))
     throw config::ConfigError("annotation '" + annotation + "' " +
-                              (ec && ec != std::errc::no_such_file_or_directory ? "cannot be reached (" + ec.message() + ")."
-                                                                                : std::string("does not exist.")));
+                              (ec && ec != std::errc::no_such_file_or_directory
+                                   ? "cannot be reached (" + ec.message() + ")."
+                                   : std::string("does not exist.")));
   if (fs::is_directory(st)) {
     static const std::regex chunk(R"(.*chunk\.\d+.*\.jsonl)");
     for (fs::directory_iterator it(annotation, ec), end; !ec && it != end; it.increment(ec)) {

@@ -78,8 +78,7 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
       out.type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
     } else if (sample.video) {
       media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root),
-                                                   sample.start_time, sample.end_time,
-                                                   options_.max_video_frames);
+                                                   sample.start_time, sample.end_time, options_.max_video_frames);
       if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
       out.pixels = media::video_pixels(clip, s);
       out.type = text::MediaType::video;
@@ -106,7 +105,8 @@ ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string
   // What costs memory is checked before it is spent: a row whose images' tokens alone cannot fit in max_seqlen is
   // rejected (as tokenize_dialog would reject it) before any image is decoded: 20,000 paths in one row decoded
   // 1.6 GB first.
-  if (const auto n = static_cast<int64_t>(sample.images.size()); n > 1 && n * options_.tokens_per_chunk() + 1 > options_.seq_len)
+  if (const auto n = static_cast<int64_t>(sample.images.size());
+      n > 1 && n * options_.tokens_per_chunk() + 1 > options_.seq_len)
     throw SampleError("too_long", "the sample's " + std::to_string(n) + " images need " +
                                       std::to_string(n * options_.tokens_per_chunk()) +
                                       " image tokens, more than max_seqlen " + std::to_string(options_.seq_len) +

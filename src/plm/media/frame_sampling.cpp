@@ -52,8 +52,8 @@ std::vector<int64_t> sample_frame_indices(double fps, int64_t num_frames, std::o
   // range(start, end + 1, step), never materialised: its length, and element i = start + i * step. A hostile
   // start or end time (1e17 s) would otherwise list billions of frame numbers (memory: O(max_frames) now).
   const int64_t span = end + 1 - start;
-  const int64_t count = step > 0 ? (span > 0 ? (span + step - 1) / step : 0)
-                                 : (span < 0 ? (-span + (-step) - 1) / (-step) : 0);
+  const int64_t count =
+      step > 0 ? (span > 0 ? (span + step - 1) / step : 0) : (span < 0 ? (-span + (-step) - 1) / (-step) : 0);
   const auto candidate = [&](int64_t i) { return start + i * step; };
 
   if (count > max_frames) {

@@ -181,13 +181,15 @@ class VideoFile {
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
     if (!std::filesystem::exists(status))
-      fail("missing_file", path, ec && ec != std::errc::no_such_file_or_directory
-                                     ? "cannot be reached (" + ec.message() + ")"  // e.g. a symlink loop
-                                     : std::string("does not exist"));
+      fail("missing_file", path,
+           ec && ec != std::errc::no_such_file_or_directory
+               ? "cannot be reached (" + ec.message() + ")"  // e.g. a symlink loop
+               : std::string("does not exist"));
     // A FIFO, socket or device would block FFmpeg's open (or read forever): only regular files are media.
     if (!std::filesystem::is_regular_file(status))
-      fail("decode_error", path, std::filesystem::is_directory(status) ? "is a folder, not a video file"
-                                                                        : "is not a regular file (a FIFO, device or socket)");
+      fail("decode_error", path,
+           std::filesystem::is_directory(status) ? "is a folder, not a video file"
+                                                 : "is not a regular file (a FIFO, device or socket)");
     if (std::filesystem::file_size(path, ec) == 0) fail("decode_error", path, "is an empty file (0 bytes)");
     AVFormatContext* raw = nullptr;
     int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
@@ -417,8 +419,10 @@ at::Tensor VideoFile::decode(const std::vector<int64_t>& indices, int threads) {
     fail("too_large", path_,
          "has " + std::to_string(shape.width) + "x" + std::to_string(shape.height) + " frames; " +
              std::to_string(frames) + " of them are " + std::to_string(shape.width * shape.height * frames) +
-             " pixels, more than the limit of " + std::to_string(kMaxFramePixels) + " per frame (Pillow's, as for "
-             "images) and " + std::to_string(kMaxClipPixels) + " per clip (a decompression bomb?)");
+             " pixels, more than the limit of " + std::to_string(kMaxFramePixels) +
+             " per frame (Pillow's, as for "
+             "images) and " +
+             std::to_string(kMaxClipPixels) + " per clip (a decompression bomb?)");
   at::Tensor unique = at::empty({static_cast<int64_t>(order.size()), shape.height, shape.width, 3}, at::kByte);
   if (!order.empty()) {
     Decoder decoder(*this, threads);

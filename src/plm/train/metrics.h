@@ -72,12 +72,12 @@ struct MetricsInputs {
   // Rank 0's optimizer step that this record ends: compute, and the wait for its batches (none: the record is inside
   // an accumulation window, logging.acc_freq).
   std::optional<double> step_seconds, step_data_seconds;
-  double grad_norm = 0, lr = 0;  // of the step this record ends; inside a window -1 (PLM's) and the next step's lr
+  double grad_norm = 0, lr = 0;    // of the step this record ends; inside a window -1 (PLM's) and the next step's lr
   std::optional<double> loss_out;  // the last micro-batch's token-mean loss, averaged over the ranks that had loss
                                    // tokens in it (none: null)
-  std::optional<double> loss_token_mean;  // the last step's loss, token-weighted over its micro-batches and ranks
-                                          // (none: no loss tokens, or inside a window)
-  int64_t micro_batches_done = 0;         // grad_acc_steps x step + acc_step
+  std::optional<double> loss_token_mean;   // the last step's loss, token-weighted over its micro-batches and ranks
+                                           // (none: no loss tokens, or inside a window)
+  int64_t micro_batches_done = 0;          // grad_acc_steps x step + acc_step
   int64_t batch_size = 0, max_seqlen = 0;  // per rank (data.batch_size), model.max_seqlen
   double peak_flops = 0;                   // 0: unknown (mfu null)
   MemoryStats memory;

@@ -47,7 +47,7 @@ class StepProfiler {
   bool cuda_;
   int64_t done_ = 0;
   bool tracing_ = false, recording_memory_ = false;
-  std::string range_name_;                    // outlives range_
+  std::string range_name_;                     // outlives range_
   std::unique_ptr<at::RecordFunction> range_;  // "ProfilerStep#i" while tracing
 };
 

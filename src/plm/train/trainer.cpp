@@ -85,11 +85,11 @@ void sum_over_ranks(dist::World& world, std::vector<double>& values) {
 
 /// The micro-batches of one optimizer step, read before any of them runs.
 struct StepBatches {
-  std::vector<data::Batch> batches;  // grad_acc_steps of them
-  std::vector<int64_t> loss_tokens;  // per micro-batch, on this rank
-  double step_loss_tokens = 0;       // of the whole step on all ranks (global_tokens normalises by it)
-  std::string data_state_after;      // the loader's state after the last one
-  double data_seconds = 0;           // waiting for all of them
+  std::vector<data::Batch> batches;       // grad_acc_steps of them
+  std::vector<int64_t> loss_tokens;       // per micro-batch, on this rank
+  double step_loss_tokens = 0;            // of the whole step on all ranks (global_tokens normalises by it)
+  std::string data_state_after;           // the loader's state after the last one
+  double data_seconds = 0;                // waiting for all of them
   std::vector<double> data_seconds_each;  // waiting for each
 };
 
@@ -113,7 +113,7 @@ struct Trainer::Impl {
   std::unique_ptr<ckpt::CheckpointStore> store;
   std::unique_ptr<FlopCounter> flops;
   std::unique_ptr<MetricsWriter> metrics;
-  std::unique_ptr<StepProfiler> profiler;  // profiling.run
+  std::unique_ptr<StepProfiler> profiler;          // profiling.run
   std::optional<data::LoaderFactory> val_loaders;  // data.val_datamix; each validation reads from its start
   double peak = 0;
   std::atomic<bool> stop{false};
@@ -181,8 +181,7 @@ void Trainer::Impl::setup() {
   // PLM's mesh: dp_replicate x dp_shard = the world (dp_replicate is recomputed to make it so). dp_shard 1 or the
   // whole world is one sharding group (full_shard) or none (no_shard); anything else is HSDP.
   if (const auto& d = args.distributed; d.dp_shard > 1 && d.dp_shard != size)
-    throw config::ConfigError("distributed.dp_shard is " + std::to_string(d.dp_shard) + " on " +
-                              std::to_string(size) +
+    throw config::ConfigError("distributed.dp_shard is " + std::to_string(d.dp_shard) + " on " + std::to_string(size) +
                               " ranks: that asks for several replicas of sharded groups (HSDP), which plm does not "
                               "implement yet; leave distributed.dp_shard at 1 (full_shard then shards over all ranks, "
                               "as PLM's recipes do).");
@@ -261,9 +260,9 @@ void Trainer::Impl::setup() {
   peak = peak_flops(args.logging.peak_tflops, compute, device, &peak_source);
   log::info("MFU is relative to {:.3g} TFLOP/s ({})", peak / 1e12, peak_source);
   if (leader())
-    metrics = std::make_unique<MetricsWriter>((fs::path(args.dump_dir) / "metrics.jsonl").string(),
-                                              args.logging.tensorboard ? (fs::path(args.dump_dir) / "tensorboard").string()
-                                                                       : "");
+    metrics = std::make_unique<MetricsWriter>(
+        (fs::path(args.dump_dir) / "metrics.jsonl").string(),
+        args.logging.tensorboard ? (fs::path(args.dump_dir) / "tensorboard").string() : "");
   val_loaders = eval::validation_loaders(args);
   if (args.profiling.run)
     profiler = std::make_unique<StepProfiler>(args.profiling, args.dump_dir, rank, device.is_cuda());
@@ -439,8 +438,11 @@ bool Trainer::Impl::record_due_inside_window() const {
 // One metrics record, a collective: every rank calls it at the same micro-batch. `in` carries what the caller knows
 // (the step's or the micro-batch's figures); the window's counts, the ranks' sums and loss/out are added here.
 void Trainer::Impl::log_record(MetricsInputs in) {
-  std::vector<double> counts{static_cast<double>(window.tokens), static_cast<double>(window.loss_tokens),
-                             static_cast<double>(window.samples), window.model_flops, last_loss.value_or(0.0),
+  std::vector<double> counts{static_cast<double>(window.tokens),
+                             static_cast<double>(window.loss_tokens),
+                             static_cast<double>(window.samples),
+                             window.model_flops,
+                             last_loss.value_or(0.0),
                              last_loss ? 1.0 : 0.0};
   sum_over_ranks(*world, counts);
   if (!leader()) {
@@ -455,7 +457,7 @@ void Trainer::Impl::log_record(MetricsInputs in) {
   in.tokens = static_cast<int64_t>(counts[0]);
   in.loss_tokens = static_cast<int64_t>(counts[1]);
   in.samples = static_cast<int64_t>(counts[2]);
-  in.model_flops_per_device = counts[3] / world->size();  // MFU divides by one device's peak
+  in.model_flops_per_device = counts[3] / world->size();   // MFU divides by one device's peak
   if (counts[5] > 0) in.loss_out = counts[4] / counts[5];  // ranks without loss tokens are left out
   in.plm_flops_per_token = flops->plm_flops_per_token(args.model.max_seqlen);
   in.window_data_seconds = window.data_seconds;
@@ -481,12 +483,12 @@ void Trainer::Impl::log_record(MetricsInputs in) {
   const double elapsed = std::max(1e-9, in.window_seconds);
   const std::string mfu = peak > 0 ? fmt::format("{:.2f}%", 100 * model_flops_per_s / peak) : "n/a";
   if (!in.step_seconds) {  // inside an accumulation window (logging.acc_freq)
-    log::info("step {}/{} acc {}/{} | loss/out {} | lr {:.3e} | {:.0f} tok/s | micro-batch {:.3f}s data {:.3f}s | "
-              "mfu {}",
-              state.step, args.steps, state.acc_step, args.grad_acc_steps,
-              in.loss_out ? fmt::format("{:.4f}", *in.loss_out) : "n/a", in.lr,
-              static_cast<double>(in.tokens) / elapsed, in.last_micro_batch_seconds, in.last_micro_batch_data_seconds,
-              mfu);
+    log::info(
+        "step {}/{} acc {}/{} | loss/out {} | lr {:.3e} | {:.0f} tok/s | micro-batch {:.3f}s data {:.3f}s | "
+        "mfu {}",
+        state.step, args.steps, state.acc_step, args.grad_acc_steps,
+        in.loss_out ? fmt::format("{:.4f}", *in.loss_out) : "n/a", in.lr, static_cast<double>(in.tokens) / elapsed,
+        in.last_micro_batch_seconds, in.last_micro_batch_data_seconds, mfu);
     window = LogWindow{};
     return;
   }
@@ -498,8 +500,8 @@ void Trainer::Impl::log_record(MetricsInputs in) {
       "step {:.3f}s data {:.3f}s | mfu {} | mem {:.2f} GiB | eta {}:{:02d}:{:02d}",
       state.step, args.steps, in.loss_token_mean.value_or(std::nan("")), in.grad_norm, in.lr,
       static_cast<double>(in.tokens) / elapsed, static_cast<double>(in.loss_tokens) / elapsed,
-      static_cast<double>(in.samples) / elapsed, *in.step_seconds, *in.step_data_seconds, mfu,
-      in.memory.max_active_gib, eta / 3600, eta / 60 % 60, eta % 60);
+      static_cast<double>(in.samples) / elapsed, *in.step_seconds, *in.step_data_seconds, mfu, in.memory.max_active_gib,
+      eta / 3600, eta / 60 % 60, eta % 60);
   window = LogWindow{};
 }
 

@@ -304,10 +304,10 @@ class HeaderReader : public json::json_sax_t {
       entry_.shape.push_back(static_cast<int64_t>(v));
       return true;
     }
-    if (offsets_seen_(v)) return true;
+    if (take_offset(v)) return true;
     return fail_tensor("has data_offsets that are not two non-negative integers");
   }
-  bool offsets_seen_(uint64_t v) {
+  bool take_offset(uint64_t v) {
     if (offsets_n_ == 0)
       entry_.begin = v;
     else if (offsets_n_ == 1)

@@ -20,35 +20,17 @@ constexpr size_t kMaxIncludeDepth = 32;         // files including files
 constexpr size_t kMaxFileLoads = 256;           // files read for one recipe (a diamond of includes reads some twice)
 constexpr size_t kMaxValues = 100000;           // nodes of one document with its aliases expanded
 
-// Counts the nodes of `doc` as a walk sees them (an alias is walked again each time it is used), stopping at
-// `budget`: an alias bomb costs at most `budget` steps.
-size_t expanded_size(const YAML::Node& doc, size_t budget) {
+// Refuses a document that costs too much, or whose mappings have keys that are not names (YAML allows a mapping
+// or a list as a key: `{a: 1}: 2`; every reader after this takes keys as strings). One walk counts the nodes as a
+// reader sees them (an alias is walked again each time it is used) and stops at kMaxValues: an alias bomb costs
+// at most that many steps.
+void check_size(const YAML::Node& doc, const std::string& what) {
   size_t n = 0;
   std::vector<YAML::Node> stack{doc};
-  while (!stack.empty() && n <= budget) {
-    const YAML::Node node = stack.back();
-    stack.pop_back();
-    ++n;
-    if (node.IsMap()) {
-      for (auto it = node.begin(); it != node.end(); ++it) {
-        stack.push_back(it->first);
-        stack.push_back(it->second);
-      }
-    } else if (node.IsSequence()) {
-      for (auto it = node.begin(); it != node.end(); ++it) stack.push_back(*it);
-    }
-  }
-  return n;
-}
-
-// Refuses a document that costs too much, or whose mappings have keys that are not names (YAML allows a mapping
-// or a list as a key: `{a: 1}: 2`); every reader after this takes keys as strings.
-void check_size(const YAML::Node& doc, const std::string& what) {
-  if (expanded_size(doc, kMaxValues) > kMaxValues)
-    throw ConfigError(what + " holds more than " + std::to_string(kMaxValues) +
-                      " values once its YAML aliases are expanded; a recipe needs a few hundred (an alias bomb?).");
-  std::vector<YAML::Node> stack{doc};  // bounded: at most kMaxValues nodes, as just counted
   while (!stack.empty()) {
+    if (++n > kMaxValues)
+      throw ConfigError(what + " holds more than " + std::to_string(kMaxValues) +
+                        " values once its YAML aliases are expanded; a recipe needs a few hundred (an alias bomb?).");
     const YAML::Node node = stack.back();
     stack.pop_back();
     if (node.IsMap()) {
@@ -57,6 +39,7 @@ void check_size(const YAML::Node& doc, const std::string& what) {
           throw ConfigError(what + " line " + std::to_string(it->first.Mark().line + 1) +
                             ": a key must be a name, not " + (it->first.IsMap() ? "a mapping" : "a list or null") +
                             ".");
+        ++n;  // the key
         stack.push_back(it->second);
       }
     } else if (node.IsSequence()) {

@@ -126,7 +126,12 @@ void StepProfiler::stop_memory() {
   const fs::path folder = fs::path(dir_) / "memory_snapshot";
   fs::create_directories(folder);
   const std::string path = (folder / fmt::format("{:06d}_rank{}.pickle", done_, rank_)).string();
-  std::ofstream(path, std::ios::binary).write(snapshot.data(), static_cast<std::streamsize>(snapshot.size()));
+  std::ofstream out(path, std::ios::binary);
+  out.write(snapshot.data(), static_cast<std::streamsize>(snapshot.size()));
+  if (!out) {
+    log::warn("profiling: could not write the CUDA memory snapshot to {}", path);
+    return;
+  }
   log::info("profiling: wrote the CUDA memory snapshot of micro-batches {}-{} to {}", args_.mem_warmup, done_ - 1,
             path);
 #endif

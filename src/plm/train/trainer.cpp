@@ -427,12 +427,11 @@ void Trainer::Impl::log_memory_footprint() {
             world->rank(), f.parameter_bytes, grads, optimizer_state, f.padding_elements);
 }
 
-// PLM's every_n_steps(step, logging.freq, acc_freq=logging.acc_freq) for a micro-batch that does not end a step:
-// state.step optimizer steps are done and state.acc_step micro-batches of the next one.
+// PLM's every_n_steps(step, logging.freq, acc_freq=logging.acc_freq) for a micro-batch that does not end a step
+// (the caller's case): state.step optimizer steps are done and state.acc_step (>= 1) micro-batches of the next one.
 bool Trainer::Impl::record_due_inside_window() const {
   const auto& acc_freq = args.logging.acc_freq;
-  return acc_freq && state.acc_step > 0 && state.acc_step < args.grad_acc_steps &&
-         state.step % args.logging.freq == 0 && state.acc_step % *acc_freq == 0;
+  return acc_freq && state.step % args.logging.freq == 0 && state.acc_step % *acc_freq == 0;
 }
 
 // One metrics record, a collective: every rank calls it at the same micro-batch. `in` carries what the caller knows

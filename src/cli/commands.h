@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -14,6 +15,10 @@ namespace plm::cli {
 /// inputs) or a value the model refuses is printed as its one-sentence message on stderr and gives exit code 2
 /// instead of an abort.
 int report_errors(const std::function<int()>& command);
+
+/// A failure in the middle of a run (a DistError, an I/O error): logged (with the rank and time) and written to the
+/// launcher's error file, with the silent ranks a DistError names (plm/dist/error_file.h).
+void report_failure(const std::exception& e);
 
 /// The positional `RECIPE [key=value ...]` of the commands that read a recipe: an existing YAML file, then
 /// key.path=value overrides applied in order.

@@ -1,6 +1,8 @@
 // `plm launch`: starts N local workers the way torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
-// MASTER_ADDR=127.0.0.1, MASTER_PORT), forwards SIGTERM/SIGINT/SIGUSR1/SIGUSR2 to them, and when one fails stops
-// the others (SIGTERM, then SIGKILL after --grace-s) and exits non-zero naming it. Workers write to the launcher's
+// MASTER_ADDR=127.0.0.1, MASTER_PORT, TORCHELASTIC_ERROR_FILE), forwards SIGTERM/SIGINT/SIGUSR1/SIGUSR2 to them, and
+// when one fails stops the others (SIGTERM and SIGCONT, then SIGKILL after --grace-s) and exits with the first
+// failure's status, naming the rank to blame: the failed worker, or the ranks its error file says went silent (a
+// survivor's DistError names the rank that was killed, stopped or hung). Workers write to the launcher's
 // stdout/stderr directly (plm's log lines carry their rank).
 // `plm dist check`: joins the job from the environment and all-reduces the rank ids (tests a launch end to end).
 #include <array>
@@ -17,8 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "cli/commands.h"
 #include "plm/dist/env.h"
+#include "plm/dist/error_file.h"
 #include "plm/dist/process_group.h"
 
 extern char** environ;
@@ -70,8 +76,8 @@ std::string self_executable() {
 
 // This process's environment without the variables a launcher sets, then `extra`.
 std::vector<std::string> worker_environment(const std::vector<std::string>& extra) {
-  static const char* owned[] = {
-      "RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT="};
+  static const char* owned[] = {"RANK=",        "LOCAL_RANK=",  "WORLD_SIZE=",
+                                "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "TORCHELASTIC_ERROR_FILE="};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     bool drop = false;
@@ -88,6 +94,30 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   out.push_back(nullptr);
   return out;
 }
+
+// Whether `pid` is stopped (SIGSTOP, SIGTSTP, a debugger): state T or t in /proc/PID/stat.
+bool is_stopped(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t paren = line.rfind(')');  // the command name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'T' || line[paren + 2] == 't');
+}
+
+// A folder for the workers' error files, removed when the launch ends.
+struct ErrorFiles {
+  std::filesystem::path dir;
+  ErrorFiles() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/plm-launch-XXXXXX";
+    if (::mkdtemp(pattern.data())) dir = pattern;
+  }
+  ~ErrorFiles() {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+  std::string of(int rank) const { return dir.empty() ? "" : (dir / ("rank" + std::to_string(rank) + ".json")).string(); }
+};
 
 int launch(const LaunchOptions& o, bool after_dash) {
   if (o.nproc < 1 || o.nproc > kMaxWorkers) {
@@ -126,12 +156,13 @@ int launch(const LaunchOptions& o, bool after_dash) {
     bool alive;
   };
   std::vector<Worker> workers;
+  const ErrorFiles error_files;
   const pid_t launcher = ::getpid();
   for (int rank = 0; rank < o.nproc; ++rank) {
-    std::vector<std::string> env =
-        worker_environment({"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
-                            "WORLD_SIZE=" + std::to_string(o.nproc), "LOCAL_WORLD_SIZE=" + std::to_string(o.nproc),
-                            "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)});
+    std::vector<std::string> env = worker_environment(
+        {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(o.nproc),
+         "LOCAL_WORLD_SIZE=" + std::to_string(o.nproc), "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port),
+         "TORCHELASTIC_ERROR_FILE=" + error_files.of(rank)});
     std::vector<std::string> args = argv_text;
     std::vector<char*> envp = c_strings(env), argv = c_strings(args);
     const pid_t pid = ::fork();
@@ -156,6 +187,7 @@ int launch(const LaunchOptions& o, bool after_dash) {
 
   using Clock = std::chrono::steady_clock;
   std::optional<std::pair<int, int>> failure;            // (rank, wait status) of the first worker to fail
+  std::string blame;                                      // who the final line names
   Clock::time_point kill_at = Clock::time_point::max();  // when the stopped workers get SIGKILL
   int alive = o.nproc;
   while (alive > 0) {
@@ -171,9 +203,27 @@ int launch(const LaunchOptions& o, bool after_dash) {
     }
     if (first && !failure) {
       failure = first;
-      std::cerr << "plm launch: rank " << first->first << " (pid " << workers[first->first].pid << ") "
-                << describe(first->second) << (alive ? "; stopping the other workers" : "") << '\n';
+      const auto [rank, status] = *first;
+      std::cerr << "plm launch: rank " << rank << " (pid " << workers[rank].pid << ") " << describe(status);
+      blame = "rank " + std::to_string(rank) + " " + describe(status);
+      // A survivor that names the ranks that went silent shifts the blame to them.
+      std::vector<int> silent;
+      if (const auto error = dist::read_error_file(error_files.of(rank)))
+        for (int r : error->silent_ranks)
+          if (r >= 0 && r < o.nproc && r != rank) silent.push_back(r);
+      for (size_t i = 0; i < silent.size(); ++i) {
+        const int r = silent[i];
+        const std::string state = workers[r].alive && is_stopped(workers[r].pid) ? " is stopped (SIGSTOP or a debugger)"
+                                  : workers[r].alive                          ? " stopped answering"
+                                                                              : " ended";
+        const std::string named = "rank " + std::to_string(r) + " (pid " + std::to_string(workers[r].pid) + ")" + state;
+        std::cerr << (i ? "; " : ": ") << named;
+        blame = (i ? blame + "; " : "") + named;
+      }
+      if (!silent.empty()) blame += " (reported by rank " + std::to_string(rank) + ", which " + describe(status) + ")";
+      std::cerr << (alive ? "; stopping the other workers" : "") << '\n';
       forward_signal(SIGTERM);
+      forward_signal(SIGCONT);  // a stopped worker takes its SIGTERM only once continued
       kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.grace_s));
     }
     if (Clock::now() >= kill_at && alive > 0) {
@@ -186,7 +236,7 @@ int launch(const LaunchOptions& o, bool after_dash) {
   for (int sig : kForwarded) ::signal(sig, SIG_DFL);
   if (!failure) return 0;
   const int status = failure->second;
-  std::cerr << "plm launch: failed: rank " << failure->first << " " << describe(status) << '\n';
+  std::cerr << "plm launch: failed: " << blame << '\n';
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
@@ -215,9 +265,11 @@ int check(const CheckOptions& o) {
     return 0;
   } catch (const dist::LaunchEnvError& e) {
     std::cerr << e.what() << '\n';
+    dist::write_error_file({e.what(), {}});
     return 2;
   } catch (const dist::DistError& e) {
     std::cerr << e.what() << '\n';
+    dist::write_error_file({e.what(), e.ranks()});
     return 3;
   }
 }

@@ -8,6 +8,7 @@
 #include "plm/ckpt/checkpoint_store.h"
 #include "plm/common/log.h"
 #include "plm/config/validate.h"
+#include "plm/dist/error_file.h"
 #include "plm/train/signals.h"
 #include "plm/train/trainer.h"
 
@@ -37,6 +38,7 @@ int train(const TrainOptions& o) {
   const std::vector<std::string> problems = config::validate(loaded);
   if (!problems.empty()) {
     for (const auto& p : problems) std::cerr << p << '\n';
+    dist::write_error_file({problems.front(), {}});
     return 2;
   }
   train::install_stop_signals();
@@ -45,6 +47,7 @@ int train(const TrainOptions& o) {
     trainer = std::make_unique<train::Trainer>(loaded.args);
   } catch (const std::runtime_error& e) {  // config, checkpoint, tokenizer, and I/O (dump_dir, train.log) errors
     std::cerr << e.what() << '\n';
+    dist::write_error_file({e.what(), {}});
     return 2;
   }
   try {
@@ -56,8 +59,7 @@ int train(const TrainOptions& o) {
     } else
       log::info("finished at step {}; last checkpoint {}", out.step, out.checkpoint);
   } catch (const std::runtime_error& e) {
-    log::error("{}", e.what());
-    log::flush();
+    report_failure(e);
     return 3;
   }
   log::flush();

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -69,79 +70,180 @@ void check_dense(const at::Tensor& t, const char* op, const char* what) {
   TORCH_CHECK(t.defined() && t.is_contiguous(), op, ": the ", what, " must be a defined, contiguous tensor");
 }
 
+// Runs `call` on a thread of its own and waits for it at most `deadline`: nullopt when it did not finish in time.
+// The thread is then left behind (detached, owning what `call` captured), never joined: a store call to a rank 0
+// that was stopped (SIGSTOP, a hung host) never returns, and waiting for it would hang this rank too. Rethrows what
+// `call` threw.
+template <class T>
+std::optional<T> within(Clock::duration deadline, std::function<T()> call) {
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::optional<T> value;
+    std::exception_ptr error;
+  };
+  auto state = std::make_shared<State>();
+  std::thread([state, call = std::move(call)] {
+    std::optional<T> value;
+    std::exception_ptr error;
+    try {
+      value = call();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->value = std::move(value);
+    state->error = error;
+    state->done = true;
+    state->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(state->mu);
+  if (!state->cv.wait_for(lock, deadline, [&] { return state->done; })) return std::nullopt;
+  if (state->error) std::rethrow_exception(state->error);
+  return std::move(state->value);
+}
+
+// The heartbeat's state, shared by the World and its heartbeat thread, so that a thread abandoned inside a store call
+// still owns what it touches. The heartbeat has a store client of its own: a call of its that blocks holds no lock
+// any other part of the World needs.
+struct Pulse {
+  c10::intrusive_ptr<c10d::Store> store;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  bool finished = false;          // the thread has returned
+  bool store_gone = false;        // a bump failed: the store's process closed its socket
+  Clock::time_point last_answer;  // when the store last answered this rank's bump
+};
+
 }  // namespace
 
 struct World::Impl {
   LaunchEnv env;
   WorldOptions options;
-  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Store> store;  // the rendezvous, the backends' bootstrap and leave()
   c10::intrusive_ptr<c10d::Backend> gloo, nccl;
   // The heartbeat: a counter in the store that this rank bumps every `beat` until stopped.
   std::chrono::milliseconds beat{1000};
+  std::shared_ptr<Pulse> pulse;
   std::thread heart;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stopping = false;
+  // The first failure a collective ended in; every later wait rethrows it at once (the job is over).
+  std::mutex failure_mu;
+  std::optional<DistError> failure;
+
+  // The time budget of one collective (docs/ARCHITECTURE.md "Distributed"): the backend waits for the peers at most
+  // `timeout` minus what diagnose() may take, so that a rank whose peer went silent ends within `timeout`.
+  std::chrono::milliseconds diagnosis_budget() const { return beat * 7 / 2; }
+  std::chrono::milliseconds collective_timeout() const {
+    return std::max(options.timeout - diagnosis_budget(), options.timeout / 2);
+  }
+
+  c10::intrusive_ptr<c10d::Store> connect_client() const {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(env.master_port);
+    so.isServer = false;
+    so.waitWorkers = false;
+    so.timeout = options.timeout;
+    return c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  }
 
   void start_heartbeat() {
-    beat = std::clamp(options.timeout / 4, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
-    store->add(heartbeat_key(env.rank), 1);  // before the backends' rendezvous: every key exists after it
-    heart = std::thread([this] {
-      std::unique_lock<std::mutex> lock(mu);
-      while (!cv.wait_for(lock, beat, [this] { return stopping; })) {
+    beat = std::clamp(options.timeout / 16, std::chrono::milliseconds(50), std::chrono::milliseconds(1000));
+    pulse = std::make_shared<Pulse>();
+    pulse->store = connect_client();
+    const std::string key = heartbeat_key(env.rank);
+    pulse->store->add(key, 1);  // before the backends' rendezvous: every key exists after it
+    pulse->last_answer = Clock::now();
+    heart = std::thread([pulse = pulse, key, beat = beat] {
+      std::unique_lock<std::mutex> lock(pulse->mu);
+      while (!pulse->cv.wait_for(lock, beat, [&] { return pulse->stopping; })) {
         lock.unlock();
+        bool answered = true;
         try {
-          store->add(heartbeat_key(env.rank), 1);
+          pulse->store->add(key, 1);
         } catch (const std::exception&) {
-          return;  // the store is gone (rank 0 ended): nothing left to tell
+          answered = false;  // the store is gone (rank 0 ended): nothing left to tell
         }
         lock.lock();
+        if (!answered) {
+          pulse->store_gone = true;
+          break;
+        }
+        pulse->last_answer = Clock::now();
       }
+      pulse->finished = true;
+      pulse->cv.notify_all();
     });
   }
 
+  // Stops the heartbeat; a thread still blocked in a store call after two beats is left behind, not joined.
   void stop_heartbeat() {
     if (!heart.joinable()) return;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      stopping = true;
-    }
-    cv.notify_all();
-    heart.join();
+    std::unique_lock<std::mutex> lock(pulse->mu);
+    pulse->stopping = true;
+    pulse->cv.notify_all();
+    const bool finished = pulse->cv.wait_for(lock, beat * 2, [&] { return pulse->finished; });
+    lock.unlock();
+    if (finished)
+      heart.join();
+    else
+      heart.detach();
+  }
+
+  bool failed() {
+    std::lock_guard<std::mutex> lock(failure_mu);
+    return failure.has_value();
   }
 
   // Rank 0 hosts the store: it waits (briefly) until every rank has left, so that no rank's last store request meets
-  // a closed socket (TCPStore logs that with a backtrace, which would look like a failure).
+  // a closed socket (TCPStore logs that with a backtrace, which would look like a failure). Bounded: a store that does
+  // not answer (its host stopped) is left behind.
   void leave() {
+    const auto wait = std::min<Clock::duration>(options.timeout, std::chrono::seconds(10));
+    const bool host = env.rank == 0 && !env.agent_store;
+    const int world_size = env.world_size;
     try {
-      store->add("plm/left", 1);
-      if (env.rank != 0 || env.agent_store) return;
-      const auto until = Clock::now() + std::min<Clock::duration>(options.timeout, std::chrono::seconds(10));
-      while (store->add("plm/left", 0) < env.world_size && Clock::now() < until)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      within<bool>(wait + beat, [store = store, host, world_size, wait] {
+        store->add("plm/left", 1);
+        const auto until = Clock::now() + wait;
+        while (host && store->add("plm/left", 0) < world_size && Clock::now() < until)
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        return true;
+      });
     } catch (const std::exception&) {
       // the store is gone already: nothing to wait for
     }
   }
 
-  // The other ranks whose heartbeat stood still for 2.5 beats; {0} when the store (on rank 0) is unreachable, {}
-  // when it is torchrun's agent's.
+  // The other ranks whose heartbeat stood still for 2.5 beats; {0} when the store (on rank 0) does not answer within
+  // 3.5 beats, {} when it is torchrun's agent's. Never blocks longer than diagnosis_budget().
   std::vector<int> silent_ranks(bool& store_lost) {
-    store_lost = false;
-    std::vector<std::string> keys;
-    for (int r = 0; r < env.world_size; ++r) keys.push_back(heartbeat_key(r));
-    try {
-      const auto before = store->multiGet(keys);
-      std::this_thread::sleep_for(beat * 5 / 2);
-      const auto after = store->multiGet(keys);
-      std::vector<int> silent;
-      for (int r = 0; r < env.world_size; ++r)
-        if (r != env.rank && before[r] == after[r]) silent.push_back(r);
-      return silent;
-    } catch (const std::exception&) {
-      store_lost = true;
-      return env.agent_store ? std::vector<int>{} : std::vector<int>{0};
+    const auto window = beat * 5 / 2;
+    {
+      std::lock_guard<std::mutex> lock(pulse->mu);
+      store_lost = pulse->store_gone || Clock::now() - pulse->last_answer > window;
     }
+    if (!store_lost) {
+      std::vector<std::string> keys;
+      for (int r = 0; r < env.world_size; ++r) keys.push_back(heartbeat_key(r));
+      try {
+        const std::optional<std::vector<int>> silent = within<std::vector<int>>(
+            diagnosis_budget(), [store = pulse->store, keys, window, rank = env.rank] {
+              const auto before = store->multiGet(keys);
+              std::this_thread::sleep_for(window);
+              const auto after = store->multiGet(keys);
+              std::vector<int> silent;
+              for (int r = 0; r < static_cast<int>(keys.size()); ++r)
+                if (r != rank && before[r] == after[r]) silent.push_back(r);
+              return silent;
+            });
+        if (silent) return *silent;
+      } catch (const std::exception&) {
+      }
+      store_lost = true;
+    }
+    return env.agent_store ? std::vector<int>{} : std::vector<int>{0};
   }
 
   DistError diagnose(const std::string& op, Clock::duration elapsed, const std::exception& e) {
@@ -153,15 +255,19 @@ struct World::Impl {
     if (store_lost && env.agent_store)
       what = "the rendezvous store (torchrun's agent) stopped answering during the " + op;
     else if (store_lost)
-      what = "rank 0, which hosts the rendezvous store, stopped answering during the " + op + ": it may have died";
+      what = "rank 0, which hosts the rendezvous store, stopped answering during the " + op +
+             ": it may have died or been stopped";
     else if (silent.empty())
       what = "the " + op + " failed after " + seconds(elapsed) +
              " although every rank is alive: one may be stuck, or running a different collective";
-    else if (elapsed >= options.timeout * 9 / 10)
+    else if (elapsed >= collective_timeout() * 9 / 10)
       what = rank_list(silent) + " did not answer the " + op + " within " + seconds(options.timeout) + ": " + they;
     else
       what = rank_list(silent) + " dropped out of the " + op + " after " + seconds(elapsed) + ": " + they;
-    return DistError(op, silent, what + seen);
+    DistError error(op, silent, what + seen);
+    std::lock_guard<std::mutex> lock(failure_mu);
+    if (!failure) failure = error;
+    return error;
   }
 
   c10d::Backend& backend_for(const at::Tensor& t, const char* op) {
@@ -178,12 +284,20 @@ struct World::Impl {
     start(op, enqueue).wait();
   }
 
+  // The wait's deadline counts from the start, so that collectives in flight together all end by the same time.
+  // Once one collective has failed, the others' waits rethrow that failure at once: their peers are the same.
   Pending start(const std::string& op, const std::function<c10::intrusive_ptr<c10d::Work>()>& enqueue) {
     const auto started = Clock::now();
     c10::intrusive_ptr<c10d::Work> work = enqueue();
     return Pending([this, op, started, work] {
+      {
+        std::lock_guard<std::mutex> lock(failure_mu);
+        if (failure) throw *failure;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(started + collective_timeout() -
+                                                                                Clock::now());
       try {
-        work->wait(options.timeout);
+        work->wait(std::max(left, std::chrono::milliseconds(1)));  // 0 would mean "no timeout"
       } catch (const std::exception& e) {
         throw diagnose(op, Clock::now() - started, e);
       }
@@ -253,6 +367,14 @@ World::World(const LaunchEnv& env, const WorldOptions& options) : impl_(std::mak
 
 World::~World() {
   impl_->stop_heartbeat();
+  if (impl_->failed()) {
+    // The job is over: the backends' threads may be blocked on a peer that will never answer, and destroying them
+    // joins those threads. They are left to the process's exit instead (never join a blocked thread).
+    (void)impl_->nccl.release();
+    (void)impl_->gloo.release();
+    (void)impl_->store.release();
+    return;
+  }
   if (impl_->store) impl_->leave();
   impl_->nccl.reset();
   impl_->gloo.reset();
@@ -279,7 +401,7 @@ void World::all_reduce(const at::Tensor& t, ReduceOp op) {
     std::vector<at::Tensor> ts{t};
     c10d::AllreduceOptions o;
     o.reduceOp = to_c10d(op);
-    o.timeout = impl_->options.timeout;
+    o.timeout = impl_->collective_timeout();
     return impl_->backend_for(t, "all_reduce").allreduce(ts, o);
   });
 }
@@ -335,7 +457,7 @@ Pending World::all_gather_into_tensor_async(const at::Tensor& output, const at::
   return impl_->start("all_gather_into_tensor", [&] {
     at::Tensor out = output, in = input;
     c10d::AllgatherOptions o;
-    o.timeout = impl_->options.timeout;
+    o.timeout = impl_->collective_timeout();
     return impl_->backend_for(input, "all_gather_into_tensor")._allgather_base(out, in, o);
   });
 }
@@ -355,7 +477,7 @@ Pending World::reduce_scatter_tensor_async(const at::Tensor& output, const at::T
     at::Tensor out = output, in = input;
     c10d::ReduceScatterOptions o;
     o.reduceOp = to_c10d(op);
-    o.timeout = impl_->options.timeout;
+    o.timeout = impl_->collective_timeout();
     return impl_->backend_for(input, "reduce_scatter_tensor")._reduce_scatter_base(out, in, o);
   });
 }
@@ -368,7 +490,7 @@ void World::broadcast(const at::Tensor& t, int root) {
     std::vector<at::Tensor> ts{t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    o.timeout = impl_->options.timeout;
+    o.timeout = impl_->collective_timeout();
     return impl_->backend_for(t, "broadcast").broadcast(ts, o);
   });
 }
@@ -377,7 +499,7 @@ void World::barrier() {
   if (size() == 1) return;
   impl_->run("barrier", [&] {
     c10d::BarrierOptions o;
-    o.timeout = impl_->options.timeout;
+    o.timeout = impl_->collective_timeout();
     return impl_->gloo->barrier(o);
   });
 }

@@ -5,10 +5,15 @@
 // Every rank must issue the same collectives, with the same sizes, in the same order (docs/ARCHITECTURE.md, sharding
 // pitfall 9: Gloo aborts the process on a size mismatch and same-sized collectives silently swap data).
 //
-// Failure contract: each collective waits at most `timeout`. When it fails (a peer died, or did not answer in time)
-// the call throws DistError naming the operation and the ranks that stopped sending heartbeats, e.g.
-// "rank 1 did not answer the all_reduce within 30 s: it may have died". Each rank of a World > 1 bumps a counter
-// in the store once a second from a background thread; a rank whose counter stands still is reported dead.
+// Failure contract: a rank whose peer died or went silent (killed, SIGSTOPped, hung) ends within `timeout`. Each
+// collective's backend wait is `timeout` minus a diagnosis budget of 3.5 heartbeats (under 1/4 of `timeout`); when it
+// fails, the call throws DistError naming the operation and the ranks that stopped sending heartbeats, e.g.
+// "rank 1 did not answer the all_reduce within 30 s: it may have died". Each rank of a World > 1 bumps a counter in
+// the store every timeout/16 (at most 1 s) from a background thread with a store client of its own; a rank whose
+// counter stands still is reported silent, and a store that does not answer names rank 0, its host. No store call
+// that a failure path waits for is unbounded: a call that passes its deadline is abandoned on its thread, never
+// joined. After the first failure every later wait rethrows it at once, and the destructor leaves the backends'
+// threads to the process's exit rather than join them.
 // With NCCL, a collective that times out on the GPU is also caught by ProcessGroupNCCL's watchdog, which tears the
 // process down (TORCH_NCCL_ASYNC_ERROR_HANDLING=1, PLM's setting); `plm launch` or srun then reports the rank.
 //
@@ -63,7 +68,8 @@ class Pending {
 };
 
 struct WorldOptions {
-  /// How long the rendezvous and each collective may wait for the other ranks (config `distributed.timeout_s`).
+  /// How long the rendezvous and each collective may wait for the other ranks, the diagnosis of a failure included
+  /// (config `distributed.timeout_s`).
   std::chrono::milliseconds timeout = std::chrono::seconds(600);
   /// Also create an NCCL backend for CUDA tensors. Only in PLM_CUDA builds (else World throws
   /// std::invalid_argument); the caller selects the GPU (local_rank) before the first CUDA collective.
@@ -72,7 +78,7 @@ struct WorldOptions {
 
 /// This process's membership in the job. Not copyable or movable; destroy it before the process exits normally:
 /// the destructor stops the heartbeat, and rank 0, which hosts the store, waits up to min(timeout, 10 s) for the
-/// other ranks to leave before closing it.
+/// other ranks to leave before closing it (not after a failure: then nothing waits).
 class World {
  public:
   /// Joins the job: for world_size > 1 connects to (rank 0: hosts) the TCPStore at master_addr:master_port and

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # libFuzzer harnesses (tests/fuzz/fuzz_*.cpp) under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang
 # straight from the sources they exercise (instrumented; system libraries are not).
-#   scripts/fuzz.sh build                 builds build-fuzz/fuzz_{config,sample,tokenizer}
+#   scripts/fuzz.sh build                 builds build-fuzz/fuzz_{config,sample,tokenizer,safetensors,pickle,image}
 #   scripts/fuzz.sh run NAME SECONDS      fuzzes NAME for SECONDS from tests/fuzz/corpus/NAME (new inputs kept in
 #                                         build-fuzz/corpus/NAME; a crash is written to build-fuzz/crash-*)
 #   scripts/fuzz.sh smoke NAME [RUNS]     builds if needed and runs RUNS (default 20000) inputs: the CI smoke
@@ -19,6 +19,14 @@ TEXT_SRC=(src/plm/text/conversation.cpp src/plm/text/pretokenizer.cpp src/plm/te
           src/plm/text/sample_tokens.cpp src/plm/text/sentencepiece_tokenizer.cpp src/plm/text/tiktoken_bpe.cpp
           src/plm/text/tokenizer.cpp src/plm/common/log.cpp)
 LIBS_CONFIG=(-lyaml-cpp -lspdlog -lfmt)
+# The checkpoint readers need LibTorch (the wheel in .venv, built with gcc: linked uninstrumented, as are the system
+# libraries). UBSan's vptr check is off for them: it needs RTTI from instrumented code on both sides.
+TORCH_DIR="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null || true)"
+TORCH_FLAGS=(-isystem "$TORCH_DIR/include" -isystem "$TORCH_DIR/include/torch/csrc/api/include"
+             -D_GLIBCXX_USE_CXX11_ABI=1 -fno-sanitize=vptr)
+LIBS_TORCH=(-L"$TORCH_DIR/lib" -Wl,-rpath,"$TORCH_DIR/lib" -ltorch_cpu -lc10)
+CKPT_SRC=(src/plm/ckpt/safetensors.cpp)
+LIBS_IMAGE=($(pkg-config --libs libjpeg libpng libwebp libwebpdemux libavcodec libswscale libavutil))
 LIBS_TEXT=($(pkg-config --libs libpcre2-8 sentencepiece) -lspdlog -lfmt)
 
 build_one() {  # name, sources..., -- libs...
@@ -40,13 +48,30 @@ build() {  # [name]: one harness, or all
   case "${1:-all}" in config | all) build_one config "${CONFIG_SRC[@]}" -- "${LIBS_CONFIG[@]}" ;; esac
   case "${1:-all}" in sample | all) build_one sample src/plm/data/sample.cpp "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
   case "${1:-all}" in tokenizer | all) build_one tokenizer "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
+  case "${1:-all}" in safetensors | pickle | image | all)
+    [ -n "$TORCH_DIR" ] || { echo "[fuzz] no torch in .venv: run scripts/setup.sh" >&2; exit 1; }
+    seeds "${1:-all}" ;;
+  esac
+  case "${1:-all}" in safetensors | all)
+    build_one safetensors "${TORCH_FLAGS[@]}" "${CKPT_SRC[@]}" -- "${LIBS_TORCH[@]}" ;; esac
+  case "${1:-all}" in pickle | all)
+    build_one pickle "${TORCH_FLAGS[@]}" "${CKPT_SRC[@]}" src/plm/ckpt/torch_pickle.cpp -- "${LIBS_TORCH[@]}" ;; esac
+  case "${1:-all}" in image | all)
+    build_one image "${TORCH_FLAGS[@]}" src/plm/media/image.cpp -- "${LIBS_IMAGE[@]}" "${LIBS_TORCH[@]}" ;; esac
+}
+
+# Binary seed corpora are made by the reference libraries (tests/fuzz/make_seeds.py), not kept in the repository.
+seeds() {
+  [ -d "$OUT/seeds/safetensors" ] && [ -d "$OUT/seeds/pickle" ] && [ -d "$OUT/seeds/image" ] && return
+  .venv/bin/python tests/fuzz/make_seeds.py "$OUT/seeds"
 }
 
 run() {  # name, libFuzzer options...
   local name=$1; shift
   mkdir -p "$OUT/corpus/$name"
-  "$OUT/fuzz_$name" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$OUT/crash-$name-" "$@" \
-    "$OUT/corpus/$name" "tests/fuzz/corpus/$name"
+  local corpora=("$OUT/corpus/$name")
+  for c in "tests/fuzz/corpus/$name" "$OUT/seeds/$name"; do [ -d "$c" ] && corpora+=("$c"); done
+  "$OUT/fuzz_$name" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$OUT/crash-$name-" "$@" "${corpora[@]}"
 }
 
 case "${1:-}" in

@@ -76,8 +76,13 @@ std::string self_executable() {
 
 // This process's environment without the variables a launcher sets, then `extra`.
 std::vector<std::string> worker_environment(const std::vector<std::string>& extra) {
-  static const char* owned[] = {"RANK=",        "LOCAL_RANK=",  "WORLD_SIZE=",
-                                "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "TORCHELASTIC_ERROR_FILE="};
+  static const char* owned[] = {"RANK=",
+                                "LOCAL_RANK=",
+                                "WORLD_SIZE=",
+                                "LOCAL_WORLD_SIZE=",
+                                "MASTER_ADDR=",
+                                "MASTER_PORT=",
+                                "TORCHELASTIC_ERROR_FILE="};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     bool drop = false;
@@ -116,7 +121,9 @@ struct ErrorFiles {
     std::error_code ec;
     if (!dir.empty()) std::filesystem::remove_all(dir, ec);
   }
-  std::string of(int rank) const { return dir.empty() ? "" : (dir / ("rank" + std::to_string(rank) + ".json")).string(); }
+  std::string of(int rank) const {
+    return dir.empty() ? "" : (dir / ("rank" + std::to_string(rank) + ".json")).string();
+  }
 };
 
 int launch(const LaunchOptions& o, bool after_dash) {
@@ -187,7 +194,7 @@ int launch(const LaunchOptions& o, bool after_dash) {
 
   using Clock = std::chrono::steady_clock;
   std::optional<std::pair<int, int>> failure;            // (rank, wait status) of the first worker to fail
-  std::string blame;                                      // who the final line names
+  std::string blame;                                     // who the final line names
   Clock::time_point kill_at = Clock::time_point::max();  // when the stopped workers get SIGKILL
   int alive = o.nproc;
   while (alive > 0) {
@@ -214,8 +221,8 @@ int launch(const LaunchOptions& o, bool after_dash) {
       for (size_t i = 0; i < silent.size(); ++i) {
         const int r = silent[i];
         const std::string state = workers[r].alive && is_stopped(workers[r].pid) ? " is stopped (SIGSTOP or a debugger)"
-                                  : workers[r].alive                          ? " stopped answering"
-                                                                              : " ended";
+                                  : workers[r].alive                             ? " stopped answering"
+                                                                                 : " ended";
         const std::string named = "rank " + std::to_string(r) + " (pid " + std::to_string(workers[r].pid) + ")" + state;
         std::cerr << (i ? "; " : ": ") << named;
         blame = (i ? blame + "; " : "") + named;

@@ -112,9 +112,8 @@ struct Pulse {
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
-  bool finished = false;          // the thread has returned
-  bool store_gone = false;        // a bump failed: the store's process closed its socket
-  Clock::time_point last_answer;  // when the store last answered this rank's bump
+  bool finished = false;    // the thread has returned
+  bool store_gone = false;  // a bump failed: the store's process closed its socket
 };
 
 }  // namespace
@@ -134,7 +133,7 @@ struct World::Impl {
 
   // The time budget of one collective (docs/ARCHITECTURE.md "Distributed"): the backend waits for the peers at most
   // `timeout` minus what diagnose() may take, so that a rank whose peer went silent ends within `timeout`.
-  std::chrono::milliseconds diagnosis_budget() const { return beat * 7 / 2; }
+  std::chrono::milliseconds diagnosis_budget() const { return beat * 4; }
   std::chrono::milliseconds collective_timeout() const {
     return std::max(options.timeout - diagnosis_budget(), options.timeout / 2);
   }
@@ -149,12 +148,13 @@ struct World::Impl {
   }
 
   void start_heartbeat() {
-    beat = std::clamp(options.timeout / 16, std::chrono::milliseconds(50), std::chrono::milliseconds(1000));
+    // timeout/8: a loaded machine may delay a live rank's bump by a fraction of a second, which must not pass for
+    // silence (timeout/16 did, in the 3 s unit tests beside a compiler); the diagnosis then takes at most timeout/2.
+    beat = std::clamp(options.timeout / 8, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
     pulse = std::make_shared<Pulse>();
     pulse->store = connect_client();
     const std::string key = heartbeat_key(env.rank);
     pulse->store->add(key, 1);  // before the backends' rendezvous: every key exists after it
-    pulse->last_answer = Clock::now();
     heart = std::thread([pulse = pulse, key, beat = beat] {
       std::unique_lock<std::mutex> lock(pulse->mu);
       while (!pulse->cv.wait_for(lock, beat, [&] { return pulse->stopping; })) {
@@ -170,20 +170,21 @@ struct World::Impl {
           pulse->store_gone = true;
           break;
         }
-        pulse->last_answer = Clock::now();
       }
       pulse->finished = true;
       pulse->cv.notify_all();
     });
   }
 
-  // Stops the heartbeat; a thread still blocked in a store call after two beats is left behind, not joined.
+  // Stops the heartbeat; a thread still blocked in a store call after two beats (after a failure: at once) is left
+  // behind, not joined.
   void stop_heartbeat() {
     if (!heart.joinable()) return;
+    const auto patience = failed() ? Clock::duration::zero() : Clock::duration(beat * 2);
     std::unique_lock<std::mutex> lock(pulse->mu);
     pulse->stopping = true;
     pulse->cv.notify_all();
-    const bool finished = pulse->cv.wait_for(lock, beat * 2, [&] { return pulse->finished; });
+    const bool finished = pulse->cv.wait_for(lock, patience, [&] { return pulse->finished; });
     lock.unlock();
     if (finished)
       heart.join();
@@ -196,18 +197,31 @@ struct World::Impl {
     return failure.has_value();
   }
 
-  // Rank 0 hosts the store: it waits (briefly) until every rank has left, so that no rank's last store request meets
-  // a closed socket (TCPStore logs that with a backtrace, which would look like a failure). Bounded: a store that does
+  // Rank 0 hosts the store: it waits (briefly) until the other ranks have left, so that no rank's last store request
+  // meets a closed socket (TCPStore logs that with a backtrace, which would look like a failure) and so that after a
+  // failure the survivors can finish their own diagnosis, which reads the store. After a failure it waits only for
+  // the ranks not found silent, and at most the diagnosis budget and two beats. Bounded everywhere: a store that does
   // not answer (its host stopped) is left behind.
   void leave() {
-    const auto wait = std::min<Clock::duration>(options.timeout, std::chrono::seconds(10));
     const bool host = env.rank == 0 && !env.agent_store;
-    const int world_size = env.world_size;
+    int expected = env.world_size;
+    Clock::duration wait = std::min<Clock::duration>(options.timeout, std::chrono::seconds(10));
+    Clock::duration deadline = wait + beat;
+    {
+      std::lock_guard<std::mutex> lock(failure_mu);
+      if (failure) {
+        const std::vector<int>& silent = failure->ranks();
+        if (std::find(silent.begin(), silent.end(), 0) != silent.end()) return;  // the store's host is gone
+        expected -= static_cast<int>(silent.size());
+        wait = diagnosis_budget() + beat * 2;
+        deadline = host ? wait + beat : beat * 2;
+      }
+    }
     try {
-      within<bool>(wait + beat, [store = store, host, world_size, wait] {
+      within<bool>(deadline, [store = store, host, expected, wait] {
         store->add("plm/left", 1);
         const auto until = Clock::now() + wait;
-        while (host && store->add("plm/left", 0) < world_size && Clock::now() < until)
+        while (host && store->add("plm/left", 0) < expected && Clock::now() < until)
           std::this_thread::sleep_for(std::chrono::milliseconds(5));
         return true;
       });
@@ -216,20 +230,20 @@ struct World::Impl {
     }
   }
 
-  // The other ranks whose heartbeat stood still for 2.5 beats; {0} when the store (on rank 0) does not answer within
-  // 3.5 beats, {} when it is torchrun's agent's. Never blocks longer than diagnosis_budget().
+  // The other ranks whose heartbeat stood still for 2.5 beats; {0} when the store (on rank 0) is gone or does not
+  // answer within 4 beats, {} when it is torchrun's agent's. Never blocks longer than diagnosis_budget().
   std::vector<int> silent_ranks(bool& store_lost) {
     const auto window = beat * 5 / 2;
     {
       std::lock_guard<std::mutex> lock(pulse->mu);
-      store_lost = pulse->store_gone || Clock::now() - pulse->last_answer > window;
+      store_lost = pulse->store_gone;
     }
     if (!store_lost) {
       std::vector<std::string> keys;
       for (int r = 0; r < env.world_size; ++r) keys.push_back(heartbeat_key(r));
       try {
-        const std::optional<std::vector<int>> silent = within<std::vector<int>>(
-            diagnosis_budget(), [store = pulse->store, keys, window, rank = env.rank] {
+        const std::optional<std::vector<int>> silent =
+            within<std::vector<int>>(diagnosis_budget(), [store = pulse->store, keys, window, rank = env.rank] {
               const auto before = store->multiGet(keys);
               std::this_thread::sleep_for(window);
               const auto after = store->multiGet(keys);
@@ -294,8 +308,8 @@ struct World::Impl {
         std::lock_guard<std::mutex> lock(failure_mu);
         if (failure) throw *failure;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(started + collective_timeout() -
-                                                                                Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(started + collective_timeout() - Clock::now());
       try {
         work->wait(std::max(left, std::chrono::milliseconds(1)));  // 0 would mean "no timeout"
       } catch (const std::exception& e) {
@@ -367,6 +381,7 @@ World::World(const LaunchEnv& env, const WorldOptions& options) : impl_(std::mak
 
 World::~World() {
   impl_->stop_heartbeat();
+  if (impl_->store) impl_->leave();
   if (impl_->failed()) {
     // The job is over: the backends' threads may be blocked on a peer that will never answer, and destroying them
     // joins those threads. They are left to the process's exit instead (never join a blocked thread).
@@ -375,7 +390,6 @@ World::~World() {
     (void)impl_->store.release();
     return;
   }
-  if (impl_->store) impl_->leave();
   impl_->nccl.reset();
   impl_->gloo.reset();
   impl_->store.reset();

@@ -6,10 +6,10 @@
 // pitfall 9: Gloo aborts the process on a size mismatch and same-sized collectives silently swap data).
 //
 // Failure contract: a rank whose peer died or went silent (killed, SIGSTOPped, hung) ends within `timeout`. Each
-// collective's backend wait is `timeout` minus a diagnosis budget of 3.5 heartbeats (under 1/4 of `timeout`); when it
+// collective's backend wait is `timeout` minus a diagnosis budget of 4 heartbeats (at most 1/2 of `timeout`); when it
 // fails, the call throws DistError naming the operation and the ranks that stopped sending heartbeats, e.g.
 // "rank 1 did not answer the all_reduce within 30 s: it may have died". Each rank of a World > 1 bumps a counter in
-// the store every timeout/16 (at most 1 s) from a background thread with a store client of its own; a rank whose
+// the store every timeout/8 (at most 1 s) from a background thread with a store client of its own; a rank whose
 // counter stands still is reported silent, and a store that does not answer names rank 0, its host. No store call
 // that a failure path waits for is unbounded: a call that passes its deadline is abandoned on its thread, never
 // joined. After the first failure every later wait rethrows it at once, and the destructor leaves the backends'
@@ -78,7 +78,7 @@ struct WorldOptions {
 
 /// This process's membership in the job. Not copyable or movable; destroy it before the process exits normally:
 /// the destructor stops the heartbeat, and rank 0, which hosts the store, waits up to min(timeout, 10 s) for the
-/// other ranks to leave before closing it (not after a failure: then nothing waits).
+/// other ranks to leave before closing it (after a failure, only for the ranks not found silent, at most 6 beats).
 class World {
  public:
   /// Joins the job: for world_size > 1 connects to (rank 0: hosts) the TCPStore at master_addr:master_port and

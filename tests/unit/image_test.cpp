@@ -155,6 +155,27 @@ TEST_CASE("load_image_rgb: errors name the file and carry a reason", "[image][er
   CHECK_THAT(media_error_of([&] { decode_image_rgb("GIF89a", "in-memory.gif"); }).what(), Contains("in-memory.gif"));
 }
 
+TEST_CASE("decode_image_rgb: every prefix of every format's magic is refused with a MediaError", "[image][errors]") {
+  // The format sniffer looks at bytes past the start (WebP's "WEBP" at 8, "VP8 " at 12): a file shorter than that
+  // must not match, never read past its end (a 7-byte "RIFF\x07F@" threw std::out_of_range, found by fuzz_image).
+  const std::vector<std::string> magics = {"\xFF\xD8\xFF\xE0",
+                                           "\x89PNG\r\n\x1A\n\0\0\0\rIHDR",
+                                           "RIFF\x10\0\0\0WEBPVP8 \0\0",
+                                           "GIF89a\x01\0",
+                                           "BM\x3A\0\0\0",
+                                           std::string("II*\0\x08\0", 6),
+                                           std::string("MM\0*\0\0", 6),
+                                           "qoif\0\0",
+                                           std::string("\0\0\0\x0CjP  \r\n\x87\n\0", 13)};
+  for (const std::string& magic : magics)
+    for (size_t n = 0; n <= magic.size(); ++n) {
+      INFO("prefix of " << n << " bytes of a magic starting "
+                        << static_cast<int>(static_cast<unsigned char>(magic[0])));
+      const MediaError e = media_error_of([&] { decode_image_rgb(std::string_view(magic.data(), n), "short.img"); });
+      CHECK_THAT(e.what(), Contains("short.img"));
+    }
+}
+
 TEST_CASE("thumb_and_tiles: extreme aspect ratios and a 4000x3000 photo", "[image][tiling]") {
   const at::Tensor tall = at::randint(0, 256, {10000, 1, 3}, at::kByte);  // 1 x 10000 (w x h)
   require_tiles_shape(thumb_and_tiles(tall, 36, 448), choose_tile_grid(1, 10000, 36));

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Faults injected into running jobs (#18, "keeping it so"): a frozen (SIGSTOP) or killed rank 0 or rank 1 ends the
+# Faults injected into running jobs: a frozen (SIGSTOP) or killed rank 0 or rank 1 ends the
 # others within distributed.timeout_s naming it, and `plm launch` blames it rather than the survivor; SIGKILLs at
 # random moments and inside checkpoint writes always resume to bit-identical weights; a file system that fills up
 # during a save fails the run with one sentence and leaves the previous checkpoint to resume from.
@@ -96,7 +96,8 @@ for round in 1 2 3 4 5 6 7 8; do
   "$PLM" train recipe.yaml dump_dir=killed > "killed$round.log" 2>&1 &
   pid=$!
   if [ $((round % 2)) -eq 1 ]; then
-    # The resumed step's own folder must not count: wait for a step past it (the log's "step N/" lines).
+    # A folder left by the last kill is removed when the run starts: wait for a logged step, so that the folder
+    # seen is one this run is writing.
     wait_for $pid grep -q "step [0-9]*/10" "killed$round.log"
     wait_for $pid tmp_folder
   else
@@ -114,8 +115,8 @@ for f in model optimizer; do
 done
 compgen -G "killed/checkpoints/.tmp-*" > /dev/null && fail "a temporary folder outlived the finished run"
 
-# 2b. A full file system during a save: the run fails with one sentence naming the folder and ENOSPC, the
-#     checkpoints before it verify, and a run with space again resumes to the same weights. The disk is made full by
+# 2b. A full file system during a save: the run fails with one sentence naming the file and ENOSPC, no partial
+#     folder is left, and a run with space again resumes from the step before to the same weights. The disk is made full by
 #     an LD_PRELOAD shim that fails writes under */checkpoints/* with ENOSPC once FULL_AFTER_BYTES have been written.
 cat > fulldisk.c <<'C'
 #define _GNU_SOURCE

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # libFuzzer harnesses (tests/fuzz/fuzz_*.cpp) under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang
 # straight from the sources they exercise (instrumented; system libraries are not).
-#   scripts/fuzz.sh build                 builds build-fuzz/fuzz_{config,sample,tokenizer,safetensors,pickle,image}
-#   scripts/fuzz.sh run NAME SECONDS      fuzzes NAME for SECONDS from tests/fuzz/corpus/NAME (new inputs kept in
-#                                         build-fuzz/corpus/NAME; a crash is written to build-fuzz/crash-*)
+#   scripts/fuzz.sh build                 builds build-fuzz/fuzz_{config,sample,tokenizer,safetensors,pickle,image,video}
+#   scripts/fuzz.sh run NAME SECONDS [RUNS]  fuzzes NAME for SECONDS (or RUNS inputs, whichever ends first) from
+#                                         tests/fuzz/corpus/NAME (new inputs kept in build-fuzz/corpus/NAME; a crash
+#                                         is written to build-fuzz/crash-*)
 #   scripts/fuzz.sh smoke NAME [RUNS]     builds if needed and runs RUNS (default 20000) inputs: the CI smoke
 # Every harness treats only the component's own refusal type as expected; any other exception, a crash, a leak,
 # an out-of-memory (-rss_limit_mb=2048) or a slow input (-timeout=10) is a finding.
@@ -27,6 +28,7 @@ TORCH_FLAGS=(-isystem "$TORCH_DIR/include" -isystem "$TORCH_DIR/include/torch/cs
 LIBS_TORCH=(-L"$TORCH_DIR/lib" -Wl,-rpath,"$TORCH_DIR/lib" -ltorch_cpu -lc10)
 CKPT_SRC=(src/plm/ckpt/safetensors.cpp)
 LIBS_IMAGE=($(pkg-config --libs libjpeg libpng libwebp libwebpdemux libavcodec libswscale libavutil))
+LIBS_VIDEO=($(pkg-config --libs libavformat libavcodec libswscale libavutil))
 LIBS_TEXT=($(pkg-config --libs libpcre2-8 sentencepiece) -lspdlog -lfmt)
 
 build_one() {  # name, sources..., -- libs...
@@ -48,7 +50,7 @@ build() {  # [name]: one harness, or all
   case "${1:-all}" in config | all) build_one config "${CONFIG_SRC[@]}" -- "${LIBS_CONFIG[@]}" ;; esac
   case "${1:-all}" in sample | all) build_one sample src/plm/data/sample.cpp "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
   case "${1:-all}" in tokenizer | all) build_one tokenizer "${TEXT_SRC[@]}" -- "${LIBS_TEXT[@]}" ;; esac
-  case "${1:-all}" in safetensors | pickle | image | all)
+  case "${1:-all}" in safetensors | pickle | image | video | all)
     [ -n "$TORCH_DIR" ] || { echo "[fuzz] no torch in .venv: run scripts/setup.sh" >&2; exit 1; }
     seeds "${1:-all}" ;;
   esac
@@ -58,11 +60,16 @@ build() {  # [name]: one harness, or all
     build_one pickle "${TORCH_FLAGS[@]}" "${CKPT_SRC[@]}" src/plm/ckpt/torch_pickle.cpp -- "${LIBS_TORCH[@]}" ;; esac
   case "${1:-all}" in image | all)
     build_one image "${TORCH_FLAGS[@]}" src/plm/media/image.cpp -- "${LIBS_IMAGE[@]}" "${LIBS_TORCH[@]}" ;; esac
+  case "${1:-all}" in video | all)
+    build_one video "${TORCH_FLAGS[@]}" src/plm/media/video.cpp src/plm/media/frame_sampling.cpp -- \
+      "${LIBS_VIDEO[@]}" "${LIBS_TORCH[@]}" ;; esac
 }
 
-# Binary seed corpora are made by the reference libraries (tests/fuzz/make_seeds.py), not kept in the repository.
+# Binary seed corpora are made by the reference libraries and the ffmpeg CLI (tests/fuzz/make_seeds.py), not kept in the repository.
 seeds() {
-  [ -d "$OUT/seeds/safetensors" ] && [ -d "$OUT/seeds/pickle" ] && [ -d "$OUT/seeds/image" ] && return
+  local kind
+  for kind in safetensors pickle image video; do [ -d "$OUT/seeds/$kind" ] || break; done
+  [ -d "$OUT/seeds/$kind" ] && return
   .venv/bin/python tests/fuzz/make_seeds.py "$OUT/seeds"
 }
 
@@ -76,7 +83,7 @@ run() {  # name, libFuzzer options...
 
 case "${1:-}" in
   build) build ;;
-  run) build "$2"; run "$2" -max_total_time="$3" -print_final_stats=1 ;;
+  run) build "$2"; run "$2" -max_total_time="$3" ${4:+-runs="$4"} -print_final_stats=1 ;;
   smoke) build "$2"; run "$2" -runs="${3:-20000}" ;;
-  *) echo "usage: scripts/fuzz.sh build | run NAME SECONDS | smoke NAME [RUNS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/fuzz.sh build | run NAME SECONDS [RUNS] | smoke NAME [RUNS]" >&2; exit 2 ;;
 esac

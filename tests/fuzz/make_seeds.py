@@ -1,10 +1,11 @@
 """Seed inputs for the binary fuzz harnesses (scripts/fuzz.sh), made by the reference libraries rather than kept as
 binary files: safetensors files from the safetensors library, data.pkl pickles from torch.save, small pictures
-from Pillow in every format plm decodes.
-Usage: python tests/fuzz/make_seeds.py OUT_DIR   (writes OUT_DIR/{safetensors,pickle,image}/*)"""
+from Pillow in every format plm decodes, tiny videos in the containers and codecs datasets use from the ffmpeg CLI.
+Usage: python tests/fuzz/make_seeds.py OUT_DIR   (writes OUT_DIR/{safetensors,pickle,image,video}/*)"""
 import collections
 import io
 import os
+import subprocess
 import sys
 import zipfile
 
@@ -14,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save
 
 out = sys.argv[1]
-for name in ("safetensors", "pickle", "image"):
+for name in ("safetensors", "pickle", "image", "video"):
     os.makedirs(os.path.join(out, name), exist_ok=True)
 
 g = torch.Generator().manual_seed(0)
@@ -55,3 +56,26 @@ for mode in ("RGB", "L", "RGBA", "P"):
         if fmt == "JPEG" and mode in ("RGBA", "P"):
             continue
         picture.save(os.path.join(out, "image", f"{mode}.{fmt.lower()}"), format=fmt)
+
+# Videos of 32x24 pixels and 6 frames: small enough for the fuzzer's mutations to reach every box and packet. The
+# harness reads the first byte as the frame count to ask for, so each file is written after one such byte.
+SRC = ["-f", "lavfi", "-i", "testsrc2=size=32x24:rate=6:duration=1"]
+videos = {
+    "h264.mp4": ["-c:v", "libx264", "-g", "3", "-pix_fmt", "yuv420p"],
+    "mpeg4_bframes.mp4": ["-c:v", "mpeg4", "-bf", "2"],
+    "h264.mkv": ["-c:v", "libx264", "-pix_fmt", "yuv444p"],
+    "h264.ts": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "vp8.webm": ["-c:v", "libvpx"],
+    "mjpeg.avi": ["-c:v", "mjpeg"],
+    "gif.gif": [],
+}
+for name, args in videos.items():
+    path = os.path.join(out, "video", name)
+    try:
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *SRC, *args, path], check=True)
+    except subprocess.CalledProcessError:
+        continue  # an FFmpeg build without this encoder: one seed fewer
+    with open(path, "rb") as f:
+        body = f.read()
+    with open(path, "wb") as f:
+        f.write(bytes([7]) + body)

@@ -516,6 +516,39 @@ TEST_CASE(
   }
   SECTION("YAML nested 100,000 deep names the file and the depth") {
     CHECK_THAT(error_of(s.write("deep.yaml", "name: " + std::string(100000, '[') + std::string(100000, ']') + "\n")),
-               Catch::Contains("deep.yaml") && Catch::Contains("nests deeper"));
+               Catch::Contains("deep.yaml") && Catch::Contains("200 deep"));
+    // Block nesting (indentation) past yaml-cpp's depth guard.
+    std::string block;
+    for (int i = 0; i < 2100; ++i) block += std::string(static_cast<size_t>(i), ' ') + "k:\n";
+    CHECK_THAT(error_of(s.write("deep_block.yaml", block)),
+               Catch::Contains("deep_block.yaml") && Catch::Contains("nests deeper"));
+  }
+  SECTION("brackets nest at most 200 deep, counted before parsing, not in quotes or comments") {
+    const auto nest = [](int n) {
+      return std::string(static_cast<size_t>(n), '[') + std::string(static_cast<size_t>(n), ']');
+    };
+    CHECK_THAT(error_of(s.write("b201.yaml", "name: x\neval: " + nest(201) + "\n")),
+               Catch::Contains("b201.yaml' line 2") && Catch::Contains("more than 200 deep"));
+    CHECK_THAT(error_of(s.write("b200.yaml", "name: x\neval: " + nest(200) + "\n")), !Catch::Contains("deep"));
+    // A quote in the middle of a plain scalar is a character, not a quote: it hides nothing.
+    CHECK_THAT(error_of(s.write("midquote.yaml", "eval: [a'b, " + nest(200) + "]\n")),
+               Catch::Contains("more than 200 deep"));
+    const std::string brackets(5000, '[');
+    CHECK(load_config(s.write("quoted.yaml", "name: \"" + brackets + "\\\"\"\n")).args.name == brackets + "\"");
+    CHECK(load_config(s.write("single.yaml", "name: '" + brackets + "''x'\n")).args.name == brackets + "'x");
+    CHECK(load_config(s.write("comment.yaml", "# " + brackets + "\nname: c # " + brackets + "\n")).args.name == "c");
+    CHECK_THAT(error_of("", {"eval=" + nest(201)}),
+               Catch::Contains("command-line override") && Catch::Contains("more than 200 deep"));
+  }
+  SECTION("a recipe and its includes hold at most 100,000 values, counted before yaml-cpp builds them") {
+    std::string zeros = "0";
+    for (int i = 1; i < 60000; ++i) zeros += ",0";
+    s.write("big1.yaml", "eval: [" + zeros + "]\n");
+    s.write("big2.yaml", "eval: [" + zeros + "]\n");
+    CHECK_THAT(error_of(s.path("big1.yaml")), !Catch::Contains("values"));  // 60,000 alone are within the limit
+    CHECK_THAT(error_of(s.write("both.yaml", "include: [big1.yaml, big2.yaml]\nname: x\n")),
+               Catch::Contains("big2.yaml' line 1") && Catch::Contains("more than 100000 values"));
+    CHECK_THAT(error_of(s.write("flat.yaml", "name: x\neval: [" + zeros + "," + zeros + "]\n")),
+               Catch::Contains("flat.yaml' line 2") && Catch::Contains("more than 100000 values"));
   }
 }

@@ -6,6 +6,9 @@
 #include <vector>
 
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -19,6 +22,89 @@ constexpr uintmax_t kMaxFileBytes = 16u << 20;  // one config file
 constexpr size_t kMaxIncludeDepth = 32;         // files including files
 constexpr size_t kMaxFileLoads = 256;           // files read for one recipe (a diamond of includes reads some twice)
 constexpr size_t kMaxValues = 100000;           // nodes of one document with its aliases expanded
+
+// Counts the first document's nodes as the parser reports them, before any is built, into a count shared by a
+// recipe and all its includes, and refuses past kMaxValues: yaml-cpp's nodes cost ~530 bytes each (a 2 MB flow list of
+// 1,000,000 zeros took 534 MB), so a 16 MiB file could otherwise take 4 GB before check_size() sees it. Measured with
+// tests/tooling/parser_memory.
+class NodeCounter final : public YAML::EventHandler {
+ public:
+  NodeCounter(const std::string& what, size_t& n) : what_(what), n_(n) {}
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { count(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { count(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { count(m); }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    count(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    count(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void count(const YAML::Mark& m) {
+    if (++n_ > kMaxValues)
+      throw ConfigError(what_ + " line " + std::to_string(m.line + 1) + ": more than " + std::to_string(kMaxValues) +
+                        " values (with the files it is included with); a recipe needs a few hundred.");
+  }
+  const std::string& what_;
+  size_t& n_;
+};
+
+// Refuses flow collections ('[' and '{') nested more than kMaxFlowDepth deep, found by a scan of the text before
+// yaml-cpp sees it: its scanner holds every token of an unfinished flow collection that could start a key, ~140
+// bytes per byte of "[[[[..." (800,000 of them took 217 MB) before its depth guard, which ends the parse somewhere
+// between 252 and 499 brackets, is reached. Brackets in
+// quoted scalars and comments are not counted; in a plain scalar they are (`a[b` counts one level), which only
+// makes the limit stricter for a text no recipe holds.
+constexpr int64_t kMaxFlowDepth = 200;
+void check_flow_depth(const std::string& text, const std::string& what) {
+  int64_t depth = 0, line = 1;
+  char quote = 0;  // the open quote, if any
+  bool comment = false, token_start = true;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') ++line;
+    if (comment) {
+      comment = c != '\n';
+    } else if (quote == '\'') {
+      if (c == '\'') quote = (i + 1 < text.size() && text[i + 1] == '\'') ? (++i, '\'') : 0;  // '' is a quote
+    } else if (quote == '"') {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        quote = 0;
+    } else if (c == '#' && token_start) {
+      comment = true;
+    } else if ((c == '\'' || c == '"') && token_start) {
+      quote = c;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxFlowDepth)
+        throw ConfigError(what + " line " + std::to_string(line) + ": lists or mappings in brackets nest more than " +
+                          std::to_string(kMaxFlowDepth) + " deep; a recipe nests a few.");
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+    token_start = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '[' || c == '{' || c == ',' || c == ':' ||
+                  c == '-' || c == '?';
+  }
+}
+
+// YAML::Load(text) for a document that brings the nodes counted in `values` to at most kMaxValues (aliases not
+// expanded: check_size() does that).
+YAML::Node load_counted(const std::string& text, const std::string& what, size_t& values) {
+  check_flow_depth(text, what);
+  {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    NodeCounter counter(what, values);
+    parser.HandleNextDocument(counter);
+  }
+  return YAML::Load(text);
+}
 
 // Refuses a document that costs too much, or whose mappings have keys that are not names (YAML allows a mapping
 // or a list as a key: `{a: 1}: 2`; every reader after this takes keys as strings). One walk counts the nodes as a
@@ -59,17 +145,18 @@ std::string read_config_file(const fs::path& path) {
     throw ConfigError("config file '" + path.string() + "' is " +
                       (fs::is_directory(st) ? "a folder" : "not a regular file (a FIFO, device or socket)") +
                       "; a recipe or include must be a YAML file.");
-  if (const uintmax_t bytes = fs::file_size(path, ec); !ec && bytes > kMaxFileBytes)
+  const uintmax_t bytes = fs::file_size(path, ec);
+  if (!ec && bytes > kMaxFileBytes)
     throw ConfigError("config file '" + path.string() + "' is " + std::to_string(bytes) + " bytes; a config file may " +
                       "be at most " + std::to_string(kMaxFileBytes) + ".");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError("cannot read config file '" + path.string() + "': " + std::strerror(errno) + ".");
-  std::string text(kMaxFileBytes + 1, '\0');
+  std::string text(ec ? kMaxFileBytes + 1 : bytes + 1, '\0');  // one byte more: a file that grew is noticed
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > kMaxFileBytes)  // it grew while being read
-    throw ConfigError("config file '" + path.string() + "' is larger than " + std::to_string(kMaxFileBytes) +
-                      " bytes.");
+  if (text.size() > (ec ? kMaxFileBytes : bytes))
+    throw ConfigError("config file '" + path.string() + "' grew while it was being read; write it elsewhere and " +
+                      "rename it into place.");
   return text;
 }
 
@@ -125,7 +212,8 @@ fs::path resolve_include(const fs::path& including, const std::string& name) {
   return {};
 }
 
-void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, size_t& loads) {
+// `loads` and `values` count the files read and the nodes parsed for the whole recipe.
+void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, size_t& loads, size_t& values) {
   std::error_code ec;
   const fs::path canonical = fs::weakly_canonical(path, ec);
   for (const auto& p : chain) {
@@ -145,7 +233,7 @@ void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, 
   const std::string text = read_config_file(path);
   YAML::Node doc;
   try {
-    doc = YAML::Load(text);
+    doc = load_counted(text, "config file '" + path.string() + "'", values);
   } catch (const YAML::DeepRecursion& e) {
     throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": the YAML nests deeper than " +
                       std::to_string(e.depth()) + " levels; a recipe nests a few.");
@@ -177,7 +265,7 @@ void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, 
       if (found.empty())
         throw ConfigError(where + ": included file '" + name + "' not found next to '" + path.string() +
                           "' or in any folder above it.");
-      load_into(found, out, chain, loads);
+      load_into(found, out, chain, loads, values);
     }
     doc.remove("include");
   }
@@ -199,8 +287,8 @@ std::string Source::where(const std::string& path) const {
 Source load_yaml_with_includes(const std::string& path) {
   Source out;
   std::vector<fs::path> chain;
-  size_t loads = 0;
-  load_into(path, out, chain, loads);
+  size_t loads = 0, values = 0;
+  load_into(path, out, chain, loads, values);
   return out;
 }
 
@@ -212,7 +300,8 @@ void apply_overrides(Source& source, const std::vector<std::string>& overrides) 
     const std::string key = arg.substr(0, eq), text = arg.substr(eq + 1);
     YAML::Node value;
     try {
-      value = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
+      size_t values = 0;
+      value = text.empty() ? YAML::Node(std::string()) : load_counted(text, where, values);
     } catch (const YAML::Exception& e) {
       throw ConfigError(where + ": the value is not valid YAML (" + e.msg + ").");
     }

@@ -15,6 +15,7 @@
 #include "plm/media/tiling.h"
 #include "plm/text/tokenizer.h"
 #include "scratch.h"
+#include "test_helpers.h"
 
 using namespace plm;
 using namespace plm::data;
@@ -199,6 +200,29 @@ TEST_CASE("a stale JSONL index whose stamp matches but whose offsets do not fit 
     CHECK(src.row(1) == "{\"a\": 2}");
     CHECK(src.row(2) == "{\"a\": 3}");
   }
+}
+
+TEST_CASE("a row longer than kMaxRowBytes is refused as too_long before it is read whole or parsed") {
+  Scratch s("plm_data_long_row");
+  const std::string ok = R"({"text": "short"})";
+  std::string huge = R"({"text": ")" + std::string(kMaxRowBytes, 'a') + R"("})";
+  // A row at the limit exactly, followed by blank lines that are no part of it, is read and parsed.
+  std::string at_limit = R"({"text": ")" + std::string(kMaxRowBytes - 12, 'b') + R"("})";
+  REQUIRE(at_limit.size() == kMaxRowBytes);
+  const auto path = s.write("d.jsonl", ok + "\n" + huge + "\n" + at_limit + "\n" + std::string(100, '\n') + ok + "\n");
+  const JsonlSource src(path);
+  REQUIRE(src.size() == 4);
+  const auto e = thrown<SampleError>([&] { src.row(1); });
+  REQUIRE(e);
+  CHECK(e->reason() == "too_long");
+  CHECK_THAT(e->what(), Catch::Contains(path + ":2") && Catch::Contains(std::to_string(kMaxRowBytes)));
+  CHECK(src.row(2) == at_limit);
+  CHECK(parse_sample(src.row(2)).conversations.size() == 2);
+  CHECK(src.row(3) == ok);
+  huge.resize(kMaxRowBytes + 1);  // parse_sample refuses by size alone, before the JSON
+  const auto p = thrown<SampleError>([&] { parse_sample(huge); });
+  REQUIRE(p);
+  CHECK(p->reason() == "too_long");
 }
 
 TEST_CASE("the global stream: weights 1:2:7 within 2% over 10k, file order per dataset, resumable state") {

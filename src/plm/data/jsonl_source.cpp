@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "plm/config/source.h"
+#include "plm/data/sample.h"
 
 namespace fs = std::filesystem;
 
@@ -154,7 +155,8 @@ std::string JsonlSource::row(int64_t i) const {
   const auto r = static_cast<size_t>(i - first_row_[f]);
   const uint64_t begin = file.offsets[r];
   const uint64_t end = r + 1 < file.offsets.size() ? file.offsets[r + 1] : file.size;
-  std::string line(end - begin, '\0');
+  // The row and the blank lines after it, of which at most one byte more than the longest row is read.
+  std::string line(std::min(end - begin, kMaxRowBytes + 1), '\0');
   const int fd = ::open(file.path.c_str(), O_RDONLY);
   if (fd < 0)
     throw config::ConfigError("cannot read annotation file '" + file.path + "': " + std::strerror(errno) + ".");
@@ -165,6 +167,7 @@ std::string JsonlSource::row(int64_t i) const {
   // Up to the first line end (blank lines between rows belong to the gap).
   const auto nl = line.find('\n');
   if (nl != std::string::npos) line.resize(nl);
+  if (line.size() > kMaxRowBytes) throw SampleError("too_long", origin(i) + ": " + row_too_long());
   if (!line.empty() && line.back() == '\r') line.pop_back();
   return line;
 }

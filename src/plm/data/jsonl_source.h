@@ -20,7 +20,8 @@ class JsonlSource {
   /// Number of rows.
   int64_t size() const { return total_; }
 
-  /// Row `i` (0 <= i < size()) without its line end.
+  /// Row `i` (0 <= i < size()) without its line end. Throws SampleError "too_long" (naming the file and line) for
+  /// a row over kMaxRowBytes (sample.h), of which at most that many bytes are read.
   std::string row(int64_t i) const;
 
   /// "file:line" of row `i` (1-based line), for messages; reads the file up to the row.
@@ -44,6 +45,8 @@ class JsonlSource {
 };
 
 /// Builds (or reads from its cache) the row offsets of one file. Exposed for tests and `plm data check`.
+/// Memory: 8 bytes per row, and a row is at least 2 bytes: at most 16 bytes per file byte with the vector's growth
+/// (measured 4.6x to 12.4x on files of one-character rows) plus a 1 MiB read buffer.
 std::vector<uint64_t> index_jsonl_file(const std::string& path, bool use_cache = true);
 
 }  // namespace plm::data

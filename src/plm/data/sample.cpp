@@ -57,7 +57,12 @@ std::array<double, 4> box(const json& v, const std::string& what) {
 
 }  // namespace
 
+std::string row_too_long() {
+  return "the row is longer than " + std::to_string(kMaxRowBytes) + " bytes (16 MiB), the most a row may be.";
+}
+
 Sample parse_sample(const std::string& line) {
+  if (line.size() > kMaxRowBytes) throw SampleError("too_long", row_too_long());
   // PLM reads annotations as UTF-8 text: a line that is not valid UTF-8 fails there too.
   if (text::repair_utf8(line) != line) throw SampleError("bad_encoding", "the line is not valid UTF-8.");
   json j;

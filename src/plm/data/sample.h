@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,8 +33,19 @@ struct Sample {
   std::optional<double> width, height;      // required with bbox
 };
 
+/// The longest row read or parsed, in bytes. A PLM row is a few kB (a stage-3 sample of 11,520 tokens is ~50 kB of
+/// text); parsing costs up to 48x a row's bytes, so this keeps one hostile row under ~0.8 GB per loader worker.
+constexpr uint64_t kMaxRowBytes = uint64_t{16} << 20;
+
+/// The message of a row longer than kMaxRowBytes (SampleError "too_long").
+std::string row_too_long();
+
 /// Parses one JSON line. Non-string assistant values become Python's str() of them (PLM calls str(value)); a human
-/// value must be a string. Throws SampleError, whose message the caller prefixes with the row's file:line.
+/// value must be a string. Throws SampleError, whose message the caller prefixes with the row's file:line; a line
+/// over kMaxRowBytes is "too_long" before anything is parsed.
+/// Memory: at most 48 bytes per byte of the line plus a constant (the JSON document and the Sample; measured 30x
+/// to 36x, depending on where the vectors' growth stands, for rows of nested lists or of many one-letter image
+/// paths; tests/tooling/parser_memory.py checks it).
 Sample parse_sample(const std::string& line);
 
 }  // namespace plm::data

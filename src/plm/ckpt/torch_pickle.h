@@ -25,8 +25,9 @@ namespace plm::ckpt {
 /// Bounded on any pickle: nothing recurses on the pickle's nesting except the dict walk, which stops at 100 levels;
 /// values live in one arena freed flat (no stack overflow on 5 million nested lists, no leak on cycles); REDUCE
 /// needs a tuple of arguments and follows _rebuild_from_type_v2 at most 4 times; dicts shared through the memo
-/// are looked into once and may not multiply into more names than 4x the pickle's values. Memory: at most ~150
-/// bytes per data.pkl byte plus its strings; the storages are mapped, not read.
+/// are looked into once and may not multiply into more names than 4x the pickle's values. Memory: at most 150
+/// bytes per data.pkl byte plus a constant (measured up to 68x, lists of small ints; 40x for many tensors;
+/// tests/tooling/parser_memory.py checks it); the storages are mapped, not read.
 TensorMap load_torch_state_dict(const std::string& path);
 
 /// Writes `tensors` so that Python's torch.load(path, weights_only=True) returns a collections.OrderedDict of

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Faults injected into running jobs: a frozen (SIGSTOP) or killed rank 0 or rank 1 ends the
-# others within distributed.timeout_s naming it, and `plm launch` blames it rather than the survivor; SIGKILLs at
+# Faults injected into running jobs: a frozen (SIGSTOP) or killed rank 0 or rank 1 (in dist check, and rank 0 in a
+# training run) ends the others within distributed.timeout_s naming it, and `plm launch` blames it rather than the survivor; SIGKILLs at
 # random moments and inside checkpoint writes always resume to bit-identical weights; a file system that fills up
 # during a save fails the run with one sentence and leaves the previous checkpoint to resume from.
 # Usage: tests/e2e/cli_faults.sh path/to/plm   (run from the repository root)
@@ -179,6 +179,37 @@ if cc -shared -fPIC -O1 -o fulldisk.so fulldisk.c -ldl 2>cc.err; then
   done
 else
   fail "could not build the full-disk shim: $(cat cc.err)"
+fi
+
+# 2c. A frozen rank 0 in a training run (not only in dist check): rank 1 ends at its next collective within the
+#     timeout, naming rank 0, and so does the launch. Rank 0 is frozen once step 3 is logged; rank 1 reaches the
+#     next all-reduce within a step (a fraction of a second for this model), so the bound is HOLD + TIMEOUT + SLACK.
+rank_pid() {  # launcher_pid rank: the worker whose environment says RANK=rank
+  local c
+  for c in $(pgrep -P "$1"); do tr '\0' '\n' < "/proc/$c/environ" 2>/dev/null | grep -qx "RANK=$2" && echo "$c"; done
+}
+"$PLM" launch --nproc-per-node 2 --grace-s 2 recipe.yaml dump_dir=frozen steps=100000 checkpoint.dump.every=100000 \
+  data.batch_size=1 distributed.timeout_s=$TIMEOUT > frozen.out 2> frozen.err &
+launcher=$!
+wait_for $launcher grep -q "step 3/" frozen.out frozen.err
+victim_pid=$(rank_pid $launcher 0)
+if [ -n "$victim_pid" ]; then
+  start=$(date +%s%N)
+  kill -STOP "$victim_pid"
+  wait $launcher; rc=$?
+  took=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+  kill -9 "$victim_pid" 2>/dev/null
+  echo "frozen training: launch exited $rc, $took s after SIGSTOP of rank 0; last line: $(tail -1 frozen.err)"
+  [ "$rc" -ne 0 ] || fail "frozen training: the launch exited 0"
+  awk -v t="$took" -v bound=$((HOLD + TIMEOUT + SLACK)) 'BEGIN { exit !(t > bound) }' &&
+    fail "frozen training: rank 1 took $took s to end, over $((HOLD + TIMEOUT + SLACK)) s"
+  grep -q "rank 0, which hosts the rendezvous store, stopped answering" frozen.out frozen.err ||
+    fail "frozen training: rank 1 does not name rank 0: $(tail -3 frozen.err)"
+  grep -q "plm launch: failed: rank 0 (pid $victim_pid) is stopped (SIGSTOP or a debugger)" frozen.err ||
+    fail "frozen training: the launch does not blame the stopped rank 0: $(tail -2 frozen.err)"
+else
+  kill $launcher 2>/dev/null; wait $launcher
+  fail "frozen training: no rank 0 worker found (did the run start? $(tail -2 frozen.err))"
 fi
 
 finish cli_faults

@@ -3,7 +3,7 @@
 //   parser_memory PARSER FILE   prints "<file bytes> <peak heap bytes during the parse>", exit 0, or exit 3 with the
 //                               parser's refusal on stderr (a refusal is also bounded: the peak is still printed)
 // PARSER: recipe (load_config), sample (parse_sample of the whole file as one row), jsonl_index (index_jsonl_file,
-// no cache), tiktoken (loading a tiktoken BPE file), encode (Llama 3's tokenizer encoding the file's text),
+// no cache), tiktoken (loading a tiktoken BPE file), sentencepiece (loading a sentencepiece model), encode (Llama 3's tokenizer encoding the file's text),
 // safetensors (read_safetensors), pickle (load_torch_state_dict), image (decode_image_rgb of the file's bytes).
 // The heap is measured by interposing the C allocator (malloc, calloc, realloc, free and the aligned forms, which
 // operator new, yaml-cpp, PCRE2 and LibTorch all reach); each block's size is glibc's malloc_usable_size.
@@ -128,6 +128,8 @@ int main(int argc, char** argv) {
       (void)plm::data::index_jsonl_file(path, false);
     } else if (parser == "tiktoken") {
       (void)plm::text::TiktokenBpe(path);
+    } else if (parser == "sentencepiece") {
+      (void)plm::text::load_tokenizer(path);
     } else if (parser == "encode") {
       (void)tokenizer->encode(text);
     } else if (parser == "safetensors") {

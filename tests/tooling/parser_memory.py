@@ -29,6 +29,7 @@ BOUNDS = {
     "jsonl_index": (16, 1 * MiB + 64 * 1024, "src/plm/data/jsonl_source.h"),
     "tiktoken": (16, 1 * MiB, "src/plm/text/tiktoken_bpe.h"),
     "encode": (16, 1 * MiB, "src/plm/text/tiktoken_bpe.h"),
+    "sentencepiece": (32, 1 * MiB, "src/plm/text/sentencepiece_tokenizer.h"),
     "safetensors": (16, 1 * MiB, "src/plm/ckpt/safetensors.h"),
     "pickle": (150, 1 * MiB, "src/plm/ckpt/torch_pickle.h"),
     "image": (None, 1 * MiB, "src/plm/media/image.h"),  # per pixel: 3.15 bytes (3 of RGB + 5%)
@@ -74,6 +75,24 @@ def tiktoken_case(rng, n):
         lines.append(base64.b64encode(i.to_bytes(3, "big")).decode() + f" {i}\n")
         size += len(lines[-1])
     return {"short distinct tokens": "".join(lines)}
+
+
+def sentencepiece_cases(rng, n):
+    from sentencepiece import sentencepiece_model_pb2 as pb  # the library's own schema
+
+    out = {}
+    for name, kind in (("BPE", pb.TrainerSpec.BPE), ("unigram", pb.TrainerSpec.UNIGRAM)):
+        m = pb.ModelProto()
+        m.trainer_spec.model_type = kind
+        m.normalizer_spec.name = "identity"
+        m.normalizer_spec.add_dummy_prefix = False
+        unk = m.pieces.add()
+        unk.piece, unk.type = "<unk>", pb.ModelProto.SentencePiece.UNKNOWN
+        for i in range(n // 14):  # the shortest distinct pieces: ~13 bytes each in the protobuf
+            p = m.pieces.add()
+            p.piece, p.score = format(i, "x"), -float(i)
+        out[f"{name}, short pieces"] = m.SerializeToString()
+    return out
 
 
 def encode_cases(rng, n):
@@ -149,7 +168,7 @@ def main():
     n = rng.randint(1 * MiB, 3 * MiB)  # input size scale
     makers = {"sample": sample_cases, "recipe": recipe_cases, "jsonl_index": lambda r, k: {
         "one-character rows": "x\n" * (k // 2), "rows and blank lines": "x\n\n \n" * (k // 5)},
-        "tiktoken": tiktoken_case, "encode": encode_cases, "safetensors": safetensors_cases,
+        "tiktoken": tiktoken_case, "sentencepiece": sentencepiece_cases, "encode": encode_cases, "safetensors": safetensors_cases,
         "pickle": pickle_cases, "image": image_cases}
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:

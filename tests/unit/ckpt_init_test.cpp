@@ -10,6 +10,7 @@
 #include "plm/config/load.h"
 #include "plm/model/init.h"
 #include "scratch.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace plm;
@@ -163,4 +164,10 @@ TEST_CASE("strict loading names missing, unexpected and mis-shaped tensors, and 
     CHECK_THAT(msg, Catch::Contains(dir_path.string()));
   }
   CHECK_THROWS_WITH(ckpt::read_model_args((dir_path / "a" / "b").string()), Catch::Contains("no params.json"));
+  // params.json is read with the recipe loader's bounds: brackets nested past its limit are refused, naming the file.
+  std::ofstream(dir_path / "params.json", std::ios::trunc)
+      << "{\"model\": " << std::string(300, '[') << std::string(300, ']') << "}";
+  const auto deep = thrown<ckpt::CheckpointError>([&] { ckpt::read_model_args(dir_path.string()); });
+  REQUIRE(deep);
+  CHECK_THAT(deep->what(), Catch::Contains("params.json") && Catch::Contains("more than 200 deep"));
 }

@@ -152,6 +152,14 @@ TEST_CASE("registry and datamix: names, paths, unknown names with a suggestion")
   CHECK_THROWS_WITH(resolve_datamix("alpha", reg, reg_path), Catch::Contains("name:weight"));
   CHECK_THROWS_WITH(load_registry(s.write("bad.yaml", "x:\n  root_dir: y\n")), Catch::Contains("bad.yaml:1"));
   CHECK_THROWS_WITH(load_registry(s.path("none.yaml")), Catch::Contains("none.yaml"));
+  // The registry has a recipe's bounds: no device or FIFO (which would be read forever), no alias bomb.
+  CHECK_THROWS_WITH(load_registry("/dev/zero"), Catch::Contains("/dev/zero") && Catch::Contains("not a regular file"));
+  std::string bomb = "a0: &a0 {annotation: x}\n";
+  for (int i = 1; i <= 30; ++i)
+    bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + "]\n";
+  CHECK_THROWS_WITH(load_registry(s.write("bomb.yaml", bomb)),
+                    Catch::Contains("bomb.yaml") && Catch::Contains("aliases"));
 }
 
 TEST_CASE("JSONL rows: empty lines skipped, index cached and rebuilt when the file changes, chunk folders") {

@@ -141,10 +141,9 @@ config::ModelArgs read_model_args(const std::string& path) {
     // JSON is YAML: reuse the config loader (types, unknown keys) on the model section only.
     YAML::Node root;
     try {
-      root = YAML::Load(read_text(file.string()));
-    } catch (const YAML::Exception& e) {
-      throw CheckpointError("'" + file.string() + "' is not valid JSON (line " + std::to_string(e.mark.line + 1) +
-                            ": " + e.msg + ").");
+      root = config::load_yaml_file(file.string());  // bounded as a recipe is
+    } catch (const config::ConfigError& e) {
+      throw CheckpointError(std::string(e.what()) + " (the checkpoint's params.json)");
     }
     config::Source source;
     source.root["model"] = root["model"] ? root["model"] : root;

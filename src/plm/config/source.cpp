@@ -201,6 +201,22 @@ void merge_into(YAML::Node base, const YAML::Node& top, const std::string& prefi
   }
 }
 
+// One bounded YAML file (source.h), its parsed nodes added to `values`.
+YAML::Node load_document(const fs::path& path, size_t& values) {
+  const std::string text = read_config_file(path);
+  YAML::Node doc;
+  try {
+    doc = load_counted(text, "config file '" + path.string() + "'", values);
+  } catch (const YAML::DeepRecursion& e) {
+    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": the YAML nests deeper than " +
+                      std::to_string(e.depth()) + " levels; a recipe nests a few.");
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg + ".");
+  }
+  check_size(doc, "config file '" + path.string() + "'");
+  return doc;
+}
+
 // Finds an included file: relative to the including file's folder, then each folder above it.
 fs::path resolve_include(const fs::path& including, const std::string& name) {
   fs::path wanted(name);
@@ -230,17 +246,7 @@ void load_into(const fs::path& path, Source& out, std::vector<fs::path>& chain, 
     throw ConfigError("the recipe reads more than " + std::to_string(kMaxFileLoads) + " config files through its " +
                       "includes (the last: '" + path.string() + "'); files that include the same files many times " +
                       "multiply (a diamond of includes?).");
-  const std::string text = read_config_file(path);
-  YAML::Node doc;
-  try {
-    doc = load_counted(text, "config file '" + path.string() + "'", values);
-  } catch (const YAML::DeepRecursion& e) {
-    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": the YAML nests deeper than " +
-                      std::to_string(e.depth()) + " levels; a recipe nests a few.");
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(path.string() + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg + ".");
-  }
-  check_size(doc, "config file '" + path.string() + "'");
+  YAML::Node doc = load_document(path, values);
   if (doc.IsNull()) return;  // an empty file is an empty mapping
   if (!doc.IsMap())
     throw ConfigError(path.string() + ": the top level of a config file must be a mapping of keys to values.");
@@ -290,6 +296,11 @@ Source load_yaml_with_includes(const std::string& path) {
   size_t loads = 0, values = 0;
   load_into(path, out, chain, loads, values);
   return out;
+}
+
+YAML::Node load_yaml_file(const std::string& path) {
+  size_t values = 0;
+  return load_document(path, values);
 }
 
 void apply_overrides(Source& source, const std::vector<std::string>& overrides) {

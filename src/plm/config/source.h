@@ -45,6 +45,10 @@ struct ConfigError : UserError {
 /// refused at the 100,001st value; tests/tooling/parser_memory.py checks it).
 Source load_yaml_with_includes(const std::string& path);
 
+/// One YAML (or JSON) file with the bounds above and no includes: what every other reader of a user's YAML uses (the
+/// dataset registry, a checkpoint's params.json). Throws ConfigError naming the file (and line).
+YAML::Node load_yaml_file(const std::string& path);
+
 /// Applies `key.path=value` overrides in order. The value is parsed as a YAML scalar or flow
 /// collection (`1e-5`, `true`, `null`, `[a, b]`); an empty value is the empty string.
 /// Throws ConfigError for an argument without `=` or with an empty key.

@@ -13,14 +13,8 @@ namespace fs = std::filesystem;
 namespace plm::data {
 
 std::map<std::string, DatasetEntry> load_registry(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw config::ConfigError("cannot read the dataset registry '" + path + "' (data.registry).");
-  } catch (const YAML::Exception& e) {
-    throw config::ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg + ".");
-  }
+  if (!fs::exists(path)) throw config::ConfigError("cannot read the dataset registry '" + path + "' (data.registry).");
+  const YAML::Node root = config::load_yaml_file(path);  // bounded: regular file, size, values, nesting
   std::map<std::string, DatasetEntry> out;
   if (root.IsNull()) return out;
   if (!root.IsMap())

@@ -1,8 +1,6 @@
 #include "plm/infer/prompt.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "plm/config/load.h"
 #include "plm/infer/infer_error.h"
@@ -16,11 +14,8 @@ CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const 
   config::Source source;
   const fs::path params = dir / "params.json";
   if (fs::exists(params)) {
-    std::ifstream in(params);
-    std::stringstream text;
-    text << in.rdbuf();
     // JSON is YAML: the config loader types the data section (the model section is already loaded).
-    const YAML::Node root = YAML::Load(text.str());
+    const YAML::Node root = config::load_yaml_file(params.string());
     if (root["data"]) {
       source.root["data"] = root["data"];
       source.origin["data"] = params.string();

@@ -24,9 +24,9 @@ constexpr size_t kMaxFileLoads = 256;           // files read for one recipe (a 
 constexpr size_t kMaxValues = 100000;           // nodes of one document with its aliases expanded
 
 // Counts the first document's nodes as the parser reports them, before any is built, into a count shared by a
-// recipe and all its includes, and refuses past kMaxValues: yaml-cpp's nodes cost ~530 bytes each (a 2 MB flow list of
-// 1,000,000 zeros took 534 MB), so a 16 MiB file could otherwise take 4 GB before check_size() sees it. Measured with
-// tests/tooling/parser_memory.
+// recipe and all its includes, and refuses past kMaxValues: yaml-cpp's nodes cost ~530 bytes each (a 2 MB flow
+// list of 1,000,000 zeros took 534 MB), so a 16 MiB file could otherwise take 4 GB before check_size() sees it.
+// Measured with tests/tooling/parser_memory.
 class NodeCounter final : public YAML::EventHandler {
  public:
   NodeCounter(const std::string& what, size_t& n) : what_(what), n_(n) {}
@@ -48,7 +48,7 @@ class NodeCounter final : public YAML::EventHandler {
   void count(const YAML::Mark& m) {
     if (++n_ > kMaxValues)
       throw ConfigError(what_ + " line " + std::to_string(m.line + 1) + ": more than " + std::to_string(kMaxValues) +
-                        " values (with the files it is included with); a recipe needs a few hundred.");
+                        " values; a recipe with its includes needs a few hundred.");
   }
   const std::string& what_;
   size_t& n_;
@@ -57,9 +57,8 @@ class NodeCounter final : public YAML::EventHandler {
 // Refuses flow collections ('[' and '{') nested more than kMaxFlowDepth deep, found by a scan of the text before
 // yaml-cpp sees it: its scanner holds every token of an unfinished flow collection that could start a key, ~140
 // bytes per byte of "[[[[..." (800,000 of them took 217 MB) before its depth guard, which ends the parse somewhere
-// between 252 and 499 brackets, is reached. Brackets in
-// quoted scalars and comments are not counted; in a plain scalar they are (`a[b` counts one level), which only
-// makes the limit stricter for a text no recipe holds.
+// between 252 and 499 brackets, is reached. Brackets in quoted scalars and comments are not counted; in a plain
+// scalar they are (`a[b` counts one level), which only makes the limit stricter for a text no recipe holds.
 constexpr int64_t kMaxFlowDepth = 200;
 void check_flow_depth(const std::string& text, const std::string& what) {
   int64_t depth = 0, line = 1;

@@ -73,8 +73,8 @@ for name, args in videos.items():
     path = os.path.join(out, "video", name)
     try:
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *SRC, *args, path], check=True)
-    except subprocess.CalledProcessError:
-        continue  # an FFmpeg build without this encoder: one seed fewer
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        continue  # no ffmpeg CLI, or one without this encoder: one seed fewer
     with open(path, "rb") as f:
         body = f.read()
     with open(path, "wb") as f:

@@ -19,8 +19,23 @@ TIMEOUT=5
 SLACK=6
 has_lines() { [ "$(grep -c "$3" "$1" 2>/dev/null)" -ge "$2" ]; }
 
-# fault_run NAME SIGNAL VICTIM_RANK: runs a 2-worker launch, sends SIGNAL to VICTIM_RANK inside the hold, and
-# leaves rc, took (seconds from the fault to the launch's end), and NAME.err / NAME.out behind.
+# strike NAME SIGNAL LAUNCHER_PID VICTIM_PID: sends SIGNAL to the victim, waits for the launch, leaves rc and took
+# (seconds from the fault to the launch's end), and fails past the liveness bound.
+strike() {
+  local name="$1" sig="$2" launcher="$3" victim="$4"
+  local start; start=$(date +%s%N)
+  kill -"$sig" "$victim"
+  wait "$launcher"; rc=$?
+  took=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+  kill -9 "$victim" 2>/dev/null  # a stopped victim the launcher failed to end would outlive the test
+  echo "$name: launch exited $rc, $took s after SIG$sig of pid $victim; last line: $(tail -1 "$name.err")"
+  if awk -v t="$took" -v bound=$((HOLD + TIMEOUT + SLACK)) 'BEGIN { exit !(t > bound) }'; then
+    fail "$name: the survivor took $took s to end, over hold $HOLD + timeout $TIMEOUT + slack $SLACK s"
+  fi
+}
+
+# fault_run NAME SIGNAL VICTIM_RANK: runs a 2-worker dist check, strikes VICTIM_RANK inside the hold, and leaves
+# victim_pid, rc, took and NAME.err / NAME.out behind.
 fault_run() {
   local name="$1" sig="$2" victim="$3"
   : >"$name.out"; : >"$name.err"
@@ -29,15 +44,7 @@ fault_run() {
   local launcher=$!
   wait_for "$launcher" has_lines "$name.out" 2 "pid " || { fail "$name: the workers did not start: $(cat "$name.err")"; return; }
   victim_pid=$(sed -n "s/.*rank $victim of 2, local rank $victim, pid \([0-9]*\),.*/\1/p" "$name.out")
-  local start; start=$(date +%s%N)
-  kill -"$sig" "$victim_pid"
-  wait "$launcher"; rc=$?
-  took=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-  kill -9 "$victim_pid" 2>/dev/null  # a stopped victim the launcher failed to end would outlive the test
-  echo "$name: launch exited $rc, $took s after SIGSTOP/SIGKILL of rank $victim; last line: $(tail -1 "$name.err")"
-  if awk -v t="$took" -v bound=$((HOLD + TIMEOUT + SLACK)) 'BEGIN { exit !(t > bound) }'; then
-    fail "$name: the survivor took $took s to end, over hold $HOLD + timeout $TIMEOUT + slack $SLACK s"
-  fi
+  strike "$name" "$sig" "$launcher" "$victim_pid"
 }
 
 # 1a. Rank 0 (the store's host) frozen: rank 1 names rank 0, and so does the launch, though rank 1 exited first.
@@ -194,15 +201,8 @@ launcher=$!
 wait_for $launcher grep -q "step 3/" frozen.out frozen.err
 victim_pid=$(rank_pid $launcher 0)
 if [ -n "$victim_pid" ]; then
-  start=$(date +%s%N)
-  kill -STOP "$victim_pid"
-  wait $launcher; rc=$?
-  took=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-  kill -9 "$victim_pid" 2>/dev/null
-  echo "frozen training: launch exited $rc, $took s after SIGSTOP of rank 0; last line: $(tail -1 frozen.err)"
+  strike frozen STOP $launcher "$victim_pid"
   [ "$rc" -ne 0 ] || fail "frozen training: the launch exited 0"
-  awk -v t="$took" -v bound=$((HOLD + TIMEOUT + SLACK)) 'BEGIN { exit !(t > bound) }' &&
-    fail "frozen training: rank 1 took $took s to end, over $((HOLD + TIMEOUT + SLACK)) s"
   grep -q "rank 0, which hosts the rendezvous store, stopped answering" frozen.out frozen.err ||
     fail "frozen training: rank 1 does not name rank 0: $(tail -3 frozen.err)"
   grep -q "plm launch: failed: rank 0 (pid $victim_pid) is stopped (SIGSTOP or a debugger)" frozen.err ||

@@ -61,7 +61,7 @@ def recipe_cases(rng, n):
         "a flow list of zeros": "x: [" + ",".join("0" for _ in range(n // 2)) + "]\n",
         "a block list": "x:\n" + "".join("- 0\n" for _ in range(n // 4)),
         "many keys": "x:\n" + "".join(f"  k{i}: 0\n" for i in range(n // 10)),
-        "an accepted flow list": "x: [" + ",".join("0" for _ in range(values)) + "]\n",
+        "a list just under the value limit": "x: [" + ",".join("0" for _ in range(values)) + "]\n",
         "one long scalar": "x: \"" + "a" * (n * rng.randint(1, 8)) + "\"\n",
         "deep flow nesting": "x: " + "[" * (n // 2) + "]" * (n // 2) + "\n",
         "a list at the nesting limit": "x: " + "[" * 200 + "0," * 90000 + "0" + "]" * 200 + "\n",

@@ -76,10 +76,8 @@ at::Tensor AttentionImpl::forward_cached(const at::Tensor& x, const CachedStep& 
                                                        step.positions};
     cache.k.transpose(1, 2).index_put_(slots, k);
     cache.v.transpose(1, 2).index_put_(slots, v);
-    // The per-row mask needs SDPA's attn_mask, which ops::attention (causal or full) does not take.
-    out = at::scaled_dot_product_attention(q.transpose(1, 2), cache.k.slice(2, 0, step.kv_len),
-                                           cache.v.slice(2, 0, step.kv_len), step.mask, /*dropout_p=*/0.0,
-                                           /*is_causal=*/false, /*scale=*/std::nullopt, /*enable_gqa=*/true);
+    out = ops::masked_attention(q.transpose(1, 2), cache.k.slice(2, 0, step.kv_len), cache.v.slice(2, 0, step.kv_len),
+                                step.mask);
   }
   return wo->forward(out.transpose(1, 2).reshape({b, s, n_heads * head_dim}));
 }
@@ -91,7 +89,7 @@ FeedForwardImpl::FeedForwardImpl(const DecoderDims& d, const at::TensorOptions& 
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) const {
-  return w2->forward(at::silu(w1->forward(x)) * w3->forward(x));
+  return w2->forward(ops::swiglu(w1->forward(x), w3->forward(x)));
 }
 
 TransformerBlockImpl::TransformerBlockImpl(const DecoderDims& d, double eps, const at::TensorOptions& o) {

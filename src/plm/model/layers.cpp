@@ -19,7 +19,7 @@ LayerNormImpl::LayerNormImpl(int64_t dim, const at::TensorOptions& o) {
 }
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
-  return at::layer_norm(x, {x.size(-1)}, weight, bias, 1e-5);
+  return ops::layer_norm(x, weight, bias);
 }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const at::TensorOptions& o) : eps(eps_) {

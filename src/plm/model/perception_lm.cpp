@@ -84,8 +84,7 @@ at::Tensor PerceptionLMImpl::hidden_cached(const at::Tensor& x, const CachedStep
 at::Tensor PerceptionLMImpl::output_layer(const at::Tensor& h) const {
   const at::Tensor weight = output_weight();
   return run_unit(
-      unit_runner.get(), output.defined() ? "output" : "tok_embeddings",
-      [weight](const at::Tensor& x) { return at::linear(x, weight); }, h);
+      unit_runner.get(), output_unit(), [weight](const at::Tensor& x) { return at::linear(x, weight); }, h);
 }
 
 at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
@@ -94,7 +93,10 @@ at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
 
 at::Tensor PerceptionLMImpl::loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const {
   const at::Tensor h = hidden(in).index({loss_mask});
-  return ops::cross_entropy(output_layer(h), targets.index({loss_mask}));
+  const at::Tensor weight = output_weight(), loss_targets = targets.index({loss_mask});
+  return run_unit(
+      unit_runner.get(), output_unit(),
+      [weight, loss_targets](const at::Tensor& x) { return ops::linear_cross_entropy(x, weight, loss_targets); }, h);
 }
 
 void PerceptionLMImpl::set_unit_runner(std::shared_ptr<UnitRunner> runner) {

@@ -48,11 +48,14 @@ struct PerceptionLMImpl : torch::nn::Module {
   at::Tensor output_layer(const at::Tensor& h) const;
 
   /// PLM's training loss: fp32 cross-entropy of `targets` [B, S] at the positions where `loss_mask` [B, S] is true,
-  /// mean over those positions. Only those positions go through the output layer (same values, far less memory).
+  /// mean over those positions. Only those positions go through the output layer, and they go in chunks
+  /// (ops::linear_cross_entropy): the same values as cross_entropy(forward()), without the [tokens, vocab] logits.
   at::Tensor loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const;
 
   /// The output layer: `output.weight`, or the token embedding when weights are tied.
   const at::Tensor& output_weight() const { return output.defined() ? output : tok_embeddings; }
+  /// The unit (model/units.h) holding output_weight().
+  const char* output_unit() const { return output.defined() ? "output" : "tok_embeddings"; }
 
   /// PLM's freezing (apps/plm/transformer.py train()): vision_model.* trains unless freeze_vision_model,
   /// vision_projector.* always trains, everything else unless freeze_language_model.

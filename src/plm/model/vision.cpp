@@ -95,7 +95,7 @@ at::Tensor PerceptionEncoderImpl::position_embedding(int64_t grid_h, int64_t gri
 }
 
 std::vector<DropPathMasks> PerceptionEncoderImpl::draw_drop_path(int64_t n, at::ScalarType dtype,
-                                                                  const std::vector<uint64_t>& keys) const {
+                                                                 const std::vector<uint64_t>& keys) const {
   std::vector<DropPathMasks> masks;
   if (!is_training() || args.drop_path <= 0) return masks;
   TORCH_CHECK(keys.empty() || static_cast<int64_t>(keys.size()) == n, "draw_drop_path: ", keys.size(),

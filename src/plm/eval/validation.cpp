@@ -89,7 +89,7 @@ ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader&
       const int64_t n = part.loss_mask.sum().item<int64_t>();
       if (n == 0) continue;  // the mean over no tokens is NaN; such rows carry no weight
       const double loss =
-          model.loss(model::model_inputs(model, part, device), part.labels.to(device), part.loss_mask.to(device))
+          model.loss(model::model_inputs(model, part, device), part.labels, part.loss_mask)
               .item<double>();
       sums[dataset] += loss * static_cast<double>(n);
       out.dataset_tokens[dataset] += n;

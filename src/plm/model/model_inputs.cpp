@@ -8,11 +8,12 @@ namespace plm::model {
 
 ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch, at::Device device) {
   ModelInputs in;
-  in.tokens = batch.input_ids.to(device);
+  // non_blocking: a host-to-device copy that would otherwise wait for the device's queue to drain first.
+  in.tokens = batch.input_ids.to(device, /*non_blocking=*/true);
   if (model.vision_model && batch.images.defined()) {
-    in.images = batch.images.to(device);
-    in.image_mask = (batch.image_pos_index >= 0).to(device);
-    in.chunk_has_text = batch.chunk_has_text.to(device);
+    in.images = batch.images.to(device, /*non_blocking=*/true);
+    in.image_mask = batch.image_pos_index >= 0;
+    in.chunk_has_text = batch.chunk_has_text;
   }
   return in;
 }

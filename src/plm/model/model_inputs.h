@@ -14,6 +14,8 @@ struct Batch;
 
 namespace plm::model {
 
+/// The masks may live on the host (model_inputs keeps them there): the model finds their positions where they live,
+/// so a training step never waits for the device to learn how many image tokens or media chunks a batch has.
 struct ModelInputs {
   at::Tensor tokens;          // int64 [B, S]
   at::Tensor images;          // float [N, 3, H, W], normalised; undefined for a text-only model or batch
@@ -26,8 +28,9 @@ struct ModelInputs {
 
 struct PerceptionLMImpl;
 
-/// `batch` as `model`'s inputs on `device`: its tokens, and its media with their image-token positions when the model
-/// has a vision tower (the pixels stay fp32: PerceptionLMImpl::embed casts them to the parameters' dtype).
+/// `batch` as `model`'s inputs: its tokens and media copied to `device` without blocking the host, and its
+/// image-token mask and text-only-chunk flags kept on the host, when the model has a vision tower (the pixels stay
+/// fp32: PerceptionLMImpl::embed casts them to the parameters' dtype).
 ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch, at::Device device);
 
 /// The DropPath key of every chunk of `batch` at optimizer step `step` (0-based): a hash of (seed, step, the row's

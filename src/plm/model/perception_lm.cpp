@@ -5,6 +5,16 @@
 
 namespace plm::model {
 
+namespace {
+
+/// The flat row-major indices where `mask` is true, found on the mask's own device (the host, for model_inputs'
+/// masks: no wait for the device) and then sent to `like`'s device.
+at::Tensor positions_on(const at::Tensor& mask, const at::Tensor& like) {
+  return mask.flatten().nonzero().squeeze(1).to(like.device(), /*non_blocking=*/true);
+}
+
+}  // namespace
+
 PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorOptions& o)
     : args(a), dims(decoder_dims(a)) {
   const at::TensorOptions opts = o.has_dtype() ? o : o.dtype(at::kFloat);
@@ -34,13 +44,13 @@ at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
     at::Tensor vision = run_unit(
         runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
         vision_model->forward(in.images.to(h.scalar_type()), in.drop_path_keys));
-    if (in.chunk_has_text.defined()) vision = vision.index({in.chunk_has_text.logical_not()});
+    if (in.chunk_has_text.defined()) vision = vision.index_select(0, positions_on(in.chunk_has_text.logical_not(), h));
     const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
-    const int64_t slots = in.image_mask.sum().item<int64_t>();
-    TORCH_CHECK(slots == vectors.size(0), "the batch has ", slots,
+    const at::Tensor slots = positions_on(in.image_mask, h);
+    TORCH_CHECK(slots.size(0) == vectors.size(0), "the batch has ", slots.size(0),
                 " image-token positions but the vision tower produced ", vectors.size(0),
                 " vectors; each <|image|> run must match its media's tiles/frames x tokens per chunk");
-    h = h.index_put({in.image_mask}, vectors);
+    h = h.flatten(0, 1).index_copy(0, slots, vectors).view_as(h);  // out of place: no gradient to the placeholders
   }
   return h;
 }
@@ -92,8 +102,12 @@ at::Tensor PerceptionLMImpl::forward(const ModelInputs& in) const {
 }
 
 at::Tensor PerceptionLMImpl::loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const {
-  const at::Tensor h = hidden(in).index({loss_mask});
-  const at::Tensor weight = output_weight(), loss_targets = targets.index({loss_mask});
+  const at::Tensor positions = loss_mask.flatten().nonzero().squeeze(1);  // where the mask lives: no device wait
+  const at::Tensor loss_targets =
+      targets.flatten().index_select(0, positions.to(targets.device())).to(in.tokens.device(), /*non_blocking=*/true);
+  const at::Tensor all = hidden(in);
+  const at::Tensor h = all.flatten(0, 1).index_select(0, positions.to(all.device(), /*non_blocking=*/true));
+  const at::Tensor weight = output_weight();
   return run_unit(
       unit_runner.get(), output_unit(),
       [weight, loss_targets](const at::Tensor& x) { return ops::linear_cross_entropy(x, weight, loss_targets); }, h);

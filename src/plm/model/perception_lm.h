@@ -50,6 +50,8 @@ struct PerceptionLMImpl : torch::nn::Module {
   /// PLM's training loss: fp32 cross-entropy of `targets` [B, S] at the positions where `loss_mask` [B, S] is true,
   /// mean over those positions. Only those positions go through the output layer, and they go in chunks
   /// (ops::linear_cross_entropy): the same values as cross_entropy(forward()), without the [tokens, vocab] logits.
+  /// `targets` and `loss_mask` may live on the host (the trainer keeps them there, so finding the positions does
+  /// not wait for the device).
   at::Tensor loss(const ModelInputs& in, const at::Tensor& targets, const at::Tensor& loss_mask) const;
 
   /// The output layer: `output.weight`, or the token embedding when weights are tied.

@@ -19,8 +19,8 @@ void FullySharded::prepare(model::ModelInputs& in) const {
   const int64_t r = model_.args.vision_model->image_size;
   const at::Device device = in.tokens.device();
   in.images = at::zeros({1, 3, r, r}, at::TensorOptions().device(device));
-  in.image_mask = at::zeros_like(in.tokens, at::kBool);
-  in.chunk_has_text = at::ones({1}, at::TensorOptions().dtype(at::kBool).device(device));
+  in.image_mask = at::zeros(in.tokens.sizes(), at::kBool);  // on the host, as model_inputs' masks
+  in.chunk_has_text = at::ones({1}, at::kBool);
   in.drop_path_keys = {0};  // dropped after the tower: any key, but one (no draw from a generator)
 }
 

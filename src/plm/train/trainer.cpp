@@ -119,7 +119,15 @@ struct Trainer::Impl {
   std::atomic<bool> stop{false};
   TrainState state;
   std::set<std::string> bad_samples;  // of the current step: ids of samples whose loss was not finite
-  std::optional<double> last_loss;    // the token-mean loss of this rank's last micro-batch (none: no loss tokens)
+  /// A micro-batch's loss, still on the device: the step reads them all at once (settle_losses), not one by one.
+  struct PendingLoss {
+    at::Tensor loss;  // the token mean, detached
+    int64_t loss_tokens;
+    std::vector<std::string> sample_ids;
+    int64_t step, acc_step;  // where it ran (for the debug log)
+  };
+  std::vector<PendingLoss> pending_losses;
+  at::Tensor last_loss;  // the token-mean loss of this rank's last micro-batch, on the device (undefined: no tokens)
   LogWindow window;
   Clock::time_point run_start = Clock::now();
   int64_t run_start_step = 0;
@@ -138,6 +146,7 @@ struct Trainer::Impl {
   void setup();
   StepBatches read_step();
   void forward_backward(const data::Batch& batch, int64_t loss_tokens, double scale);
+  void settle_losses();
   double loss_scale(const StepBatches& step, size_t micro_batch) const;
   StepResult finish_step(const StepBatches& step);
   bool due(int64_t every) const { return every > 0 && state.step % every == 0; }
@@ -316,24 +325,21 @@ double Trainer::Impl::loss_scale(const StepBatches& step, size_t i) const {
 void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, double scale) {
   // A micro-batch without loss tokens contributes nothing (PLM would get a NaN mean). With several ranks it still
   // runs forward and backward, scaled by 0, so that every rank issues the same collectives.
-  last_loss.reset();
+  // Nothing here reads the device: the loss-token count comes from the collator, the masks stay on the host
+  // (model_inputs.h) and the loss is read with the step's others (settle_losses).
+  last_loss = at::Tensor();
   if (loss_tokens > 0 || world->size() > 1) {
-    at::Tensor mask = b.loss_mask.to(device);
+    at::Tensor mask = b.loss_mask;
     if (loss_tokens == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
     model::ModelInputs in = model::model_inputs(*model, b, device);
     if (in.images.defined()) in.drop_path_keys = model::drop_path_keys(b, static_cast<uint64_t>(args.seed), state.step);
     parallel->prepare(in);
-    const at::Tensor loss = model->loss(in, b.labels.to(device), mask);
+    const at::Tensor loss = model->loss(in, b.labels, mask);
     (loss * scale).backward();
     parallel->after_backward();
     if (loss_tokens > 0) {
-      const double value = loss.item<double>();
-      last_loss = value;
-      log::debug("step {} micro-batch {}: loss {:.9g} over {} loss tokens", state.step + 1, state.acc_step + 1, value,
-                 loss_tokens);
-      if (!std::isfinite(value)) bad_samples.insert(b.sample_ids.begin(), b.sample_ids.end());
-      state.window_loss_sum += value * static_cast<double>(loss_tokens);
-      state.window_loss_tokens += loss_tokens;
+      last_loss = loss.detach();
+      pending_losses.push_back({last_loss, loss_tokens, b.sample_ids, state.step + 1, state.acc_step + 1});
     }
   }
   window.tokens += b.input_ids.numel();
@@ -343,10 +349,29 @@ void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, 
   window.model_flops += flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), loss_tokens, tiles);
 }
 
+// The pending micro-batch losses in one read from the device: into the window's sums, and their samples into
+// bad_samples when not finite. Called where a value is needed: the step's end, a metrics record, a checkpoint.
+void Trainer::Impl::settle_losses() {
+  if (pending_losses.empty()) return;
+  std::vector<at::Tensor> losses;
+  for (const PendingLoss& p : pending_losses) losses.push_back(p.loss.to(at::kDouble));
+  const at::Tensor values = at::stack(losses).to(at::kCPU);
+  for (size_t i = 0; i < pending_losses.size(); ++i) {
+    const PendingLoss& p = pending_losses[i];
+    const double value = values[static_cast<int64_t>(i)].item<double>();
+    log::debug("step {} micro-batch {}: loss {:.9g} over {} loss tokens", p.step, p.acc_step, value, p.loss_tokens);
+    if (!std::isfinite(value)) bad_samples.insert(p.sample_ids.begin(), p.sample_ids.end());
+    state.window_loss_sum += value * static_cast<double>(p.loss_tokens);
+    state.window_loss_tokens += p.loss_tokens;
+  }
+  pending_losses.clear();
+}
+
 StepResult Trainer::Impl::finish_step(const StepBatches& step) {
   parallel->reduce_gradients();
   StepResult r;
-  r.grad_norm = parallel->clip_gradients(args.optim.clip);
+  r.grad_norm = parallel->clip_gradients(args.optim.clip);  // a read from the device, with the losses' read next
+  settle_losses();
   std::vector<double> window_loss{state.window_loss_sum, static_cast<double>(state.window_loss_tokens),
                                   bad_samples.empty() ? 0.0 : 1.0};
   sum_over_ranks(*world, window_loss);
@@ -383,6 +408,7 @@ StepResult Trainer::Impl::finish_step(const StepBatches& step) {
 
 std::string Trainer::Impl::save() {
   ckpt::TensorMap extra;  // no generator state: training draws from none (DropPath is keyed, model_inputs.h)
+  settle_losses();
   if (state.acc_step > 0)
     for (const auto& [name, t] : parallel->trainable())
       if (t.grad().defined()) extra.insert("grad." + name, t.grad());
@@ -437,12 +463,14 @@ bool Trainer::Impl::record_due_inside_window() const {
 // One metrics record, a collective: every rank calls it at the same micro-batch. `in` carries what the caller knows
 // (the step's or the micro-batch's figures); the window's counts, the ranks' sums and loss/out are added here.
 void Trainer::Impl::log_record(MetricsInputs in) {
+  settle_losses();
+  const std::optional<double> last = last_loss.defined() ? std::optional(last_loss.item<double>()) : std::nullopt;
   std::vector<double> counts{static_cast<double>(window.tokens),
                              static_cast<double>(window.loss_tokens),
                              static_cast<double>(window.samples),
                              window.model_flops,
-                             last_loss.value_or(0.0),
-                             last_loss ? 1.0 : 0.0};
+                             last.value_or(0.0),
+                             last ? 1.0 : 0.0};
   sum_over_ranks(*world, counts);
   if (!leader()) {
     window = LogWindow{};

@@ -9,7 +9,9 @@
 #   4. PLM-1B stage 3 shapes (all parameters train, bf16, activation checkpointing, rows of 11,520 tokens, toy
 #      data): full_shard vs no_shard step time, MFU and peak memory;
 #   5. profiling.run on the tiny model on the GPU: the Kineto trace has CUDA kernels inside the micro-batch ranges,
-#      and the CUDA memory snapshot is a pickle with the allocator's segments and the window's alloc/free events.
+#      and the CUDA memory snapshot is a pickle with the allocator's segments and the window's alloc/free events;
+#   6. ops_test's hidden [cuda] cases (when pack.sh carried ops_test): every ops:: primitive on CUDA tensors, fp32
+#      and bf16, forward and backward, against the ATen path on the CPU.
 set -uo pipefail
 ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 work=/tmp/plm-gpu; rm -rf "$work"; mkdir -p "$work"
@@ -23,6 +25,15 @@ mkdir -p "$work/bin"  # a command, not a function, so that timeout can run it
 printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' "$work/lib/ld-linux-x86-64.so.2" "$libs" "$work/plm" \
   > "$work/bin/plm" && chmod +x "$work/bin/plm" && export PATH="$work/bin:$PATH"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; plm --version; } 2>&1 | tee "$OUT/version.txt"
+
+ops_check() {  # the ops on CUDA against the CPU's ATen path; run first, it needs no data
+  [ -f "$ROOT/.devcarry/ops_test.xz" ] || { echo "ops [cuda]: not carried (pack.sh found no ops_test)"; return; }
+  xz -dc "$ROOT/.devcarry/ops_test.xz" > "$work/ops_test" && chmod +x "$work/ops_test"
+  timeout 180 "$work/lib/ld-linux-x86-64.so.2" --library-path "$libs" "$work/ops_test" "[cuda]" \
+      > "$OUT/ops_cuda.log" 2>&1 && echo "ops [cuda]: $(grep -E 'passed|failed' "$OUT/ops_cuda.log" | tail -1)" ||
+    echo "ops [cuda] failed: $(tail -5 "$OUT/ops_cuda.log")"
+}
+ops_check | tee -a "$OUT/summary.txt"
 
 cd "$work"
 sed -n '/^"\$PY" - <<.PYDATA/,/^PYDATA/p' "$ROOT/tests/e2e/cli_train.sh" | sed '1d;$d' > make_data.py

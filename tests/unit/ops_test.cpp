@@ -7,6 +7,8 @@
 // Inputs are random; the seed is printed on failure and PLM_TEST_SEED repeats it.
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <string>
@@ -14,6 +16,7 @@
 
 #include <torch/csrc/autograd/autograd.h>
 
+#include "plm/common/log.h"
 #include "plm/ops/ops.h"
 #include "torch_catch.h"
 
@@ -332,4 +335,40 @@ TEST_CASE("ops: every case on CUDA against the ATen path on the CPU, forward and
         check_close(got.grads[i], want.grads[i], tol.rtol * 4, tol.atol, what + ": gradient " + std::to_string(i));
     }
   }
+}
+
+TEST_CASE("ops: attention_backend names ATen's choice and attention logs it once per kind") {
+  const int64_t d = 24;  // a head size no other case here uses, so that this case's log lines are its own
+  const at::Tensor q = at::randn({1, 2, 5, d}), k = at::randn({1, 2, 5, d}), v = at::randn({1, 2, 5, d});
+  // ATen's CPU flash kernel takes 4D inputs of one head size with unit last stride; anything else goes to math
+  CHECK(ops::attention_backend(q, k, v, std::nullopt, /*causal=*/true) == "flash");
+  CHECK(ops::attention_backend(q, k, at::randn({1, 2, 5, 2 * d}), std::nullopt, false) == "math");
+  CHECK(ops::attention_backend(q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v, std::nullopt, false) ==
+        "math");
+
+  const std::filesystem::path file = std::filesystem::temp_directory_path() / "plm_ops_attention_log.txt";
+  std::filesystem::remove(file);
+  plm::log::init({0, "INFO", file.string(), true});
+  for (int i = 0; i < 3; ++i) ops::attention(q, k, v, /*causal=*/true);
+  ops::masked_attention(q, k, v, at::ones({5, 5}, at::kBool).tril());
+  ops::masked_attention(q, k, v, at::ones({5, 5}, at::kBool));
+  plm::log::flush();
+  plm::log::init({});
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("head size 24") != std::string::npos) lines.push_back(line);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0].find("cpu Float head size 24 causal): flash kernel") != std::string::npos);
+  CHECK(lines[1].find("head size 24 masked): flash kernel") != std::string::npos);
+  std::filesystem::remove(file);
+}
+
+TEST_CASE("ops: bf16 attention on CUDA gets a fused kernel, not the math path", "[.cuda]") {
+  REQUIRE(at::hasCUDA());
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor q = at::randn({2, 8, 256, 64}, opts), k = at::randn({2, 2, 256, 64}, opts);
+  const at::Tensor v = at::randn({2, 2, 256, 64}, opts);
+  CHECK(ops::attention_backend(q, k, v, std::nullopt, /*causal=*/true) != "math");   // the decoder's (GQA)
+  CHECK(ops::attention_backend(q, q, q, std::nullopt, /*causal=*/false) != "math");  // the vision tower's
 }

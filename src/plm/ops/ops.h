@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 
 namespace plm::ops {
 
@@ -23,6 +24,14 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 /// (cached decoding's per-row positions). Every query must read at least one key.
 at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                             std::optional<double> scale = std::nullopt);
+
+/// The kernel at::scaled_dot_product_attention picks for these inputs, as ATen's own dispatch decides it
+/// (at::_fused_sdp_choice): "flash", "efficient", "cudnn", "math" or "overrideable". attention() and
+/// masked_attention() log it at INFO once per device, dtype, head size and kind (causal, full, masked), so a run
+/// shows whether its attention got a fused kernel or fell back to the math path, whose memory grows as S x Skv.
+std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const std::optional<at::Tensor>& mask, bool causal,
+                              std::optional<double> scale = std::nullopt);
 
 /// RMSNorm as PLM computes it: x in fp32, x * rsqrt(mean(x^2) + eps), times weight in fp32, cast back to x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

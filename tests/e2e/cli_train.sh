@@ -197,7 +197,7 @@ for name in ranges:
     ops = ops_in(name)
     assert {"aten::mm", "aten::scaled_dot_product_attention"} & ops or "aten::addmm" in ops, (name, sorted(ops)[:40])
     assert any("Backward" in o for o in ops), (name, "no backward op")
-assert "aten::addcdiv_" in ops_in("ProfilerStep#3") and "aten::addcdiv_" not in ops_in("ProfilerStep#2"), \
+assert "aten::_fused_adamw_" in ops_in("ProfilerStep#3") and "aten::_fused_adamw_" not in ops_in("ProfilerStep#2"), \
     "the AdamW update belongs to the micro-batch that ends the step"
 print(f"profiler trace: {len(events)} events, {len(ops_in('ProfilerStep#3'))} distinct ops in ProfilerStep#3")
 PYCHECK

@@ -26,7 +26,9 @@ class AdamW {
 
   /// One update at learning rate `lr` of every parameter that has a gradient: step += 1, p *= 1 - lr wd,
   /// m = lerp(m, g, 1 - beta1), v = beta2 v + (1 - beta2) g^2, p -= lr / (1 - beta1^step) m / (sqrt(v) /
-  /// sqrt(1 - beta2^step) + eps), in torch.optim.AdamW's order of operations.
+  /// sqrt(1 - beta2^step) + eps), in torch.optim.AdamW's order of operations (the moments and the last line in
+  /// one fused kernel: torch's fused=True path, equal to the single-tensor path within fp32 rounding).
+  /// Parameters must be contiguous.
   void step(double lr);
 
   /// Per parameter (in params() order), a 0/1 tensor of its shape saying which elements weight decay applies to
@@ -50,7 +52,8 @@ class AdamW {
     int64_t step = 0;
     at::Tensor exp_avg, exp_avg_sq;
     bool decay = true;
-    at::Tensor decay_mask;  // set_decay_masks()
+    at::Tensor decay_mask;   // set_decay_masks()
+    at::Tensor step_tensor;  // `step` as the fused kernel reads it (0-d fp32 on the parameter's device)
   };
   NamedTensors params_;
   std::vector<Slot> slots_;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <iostream>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include "plm/common/runtime.h"
 #include "plm/config/load.h"
 #include "plm/data/loader_factory.h"
+#include "plm/data/packing.h"
 #include "plm/demo/demo_error.h"
 #include "plm/demo/make_demo.h"
 
@@ -38,21 +40,79 @@ config::TrainArgs load_args(const DataOptions& o) {
 }
 
 struct DatasetReport {
+  std::vector<int64_t> lengths;  // per checked row, the tokens it takes in a batch row; -1: not usable
   int64_t rows = 0, usable = 0, truncated = 0, tokens = 0, loss_tokens = 0;
   int64_t bbox_map_ignored = 0;  // a note, not a skip: null boxes and keys that are not frame indices
   std::map<std::string, int64_t> skipped;
 };
+
+// The rows a recipe's micro-batches would take, unpacked (one sample per row of model.max_seqlen) and packed
+// (data.packing: samples), over micro-batches of data.batch_size drawn as training draws them (data/stream.h, the
+// datamix weights, data.seed) from the checked rows, until each dataset's rows have been used once or 100,000
+// micro-batches. Unusable rows are replaced by the stream's spares, as the loader does.
+nlohmann::json packing_report(const config::TrainArgs& args, const std::vector<data::MixEntry>& mix,
+                              const std::vector<std::vector<int64_t>>& lengths, bool quiet) {
+  std::vector<double> weights;
+  std::vector<int64_t> sizes;
+  int64_t total = 0, usable = 0;
+  for (size_t d = 0; d < mix.size(); ++d) {
+    weights.push_back(mix[d].weight);
+    sizes.push_back(std::max<int64_t>(1, static_cast<int64_t>(lengths[d].size())));
+    total += static_cast<int64_t>(lengths[d].size());
+    for (const int64_t n : lengths[d]) usable += n >= 0;
+  }
+  if (usable == 0) return nullptr;
+  const int64_t batch = std::max<int64_t>(1, args.data.batch_size), row_len = args.model.max_seqlen;
+  const int64_t micro_batches = std::clamp<int64_t>(total / batch, 1, 100000);
+  auto length_of = [&](const data::Candidate& c) {
+    const auto& rows = lengths[static_cast<size_t>(c.dataset)];
+    return c.row < static_cast<int64_t>(rows.size()) ? rows[static_cast<size_t>(c.row)] : int64_t{-1};
+  };
+  data::SampleStream stream(weights, sizes, static_cast<uint64_t>(args.data.seed));
+  data::PackingStats unpacked, packed;
+  for (int64_t m = 0; m < micro_batches; ++m) {
+    std::vector<int64_t> batch_lengths;
+    for (int64_t k = 0; k < batch; ++k) {
+      const int64_t slot = stream.state().slot;
+      int64_t n = length_of(stream.next());
+      for (int attempt = 1; n < 0 && attempt <= 64; ++attempt) n = length_of(stream.spare(slot, attempt));
+      if (n >= 0) batch_lengths.push_back(std::min(n, row_len));
+    }
+    unpacked.add(data::packing_stats(batch_lengths, row_len, false));
+    packed.add(data::packing_stats(batch_lengths, row_len, true));
+  }
+  const auto per = [](const data::PackingStats& s) {
+    return nlohmann::json{
+        {"efficiency", s.efficiency()},
+        {"rows", s.rows},
+        {"samples_per_row", s.rows ? static_cast<double>(s.samples) / static_cast<double>(s.rows) : 0.0}};
+  };
+  if (!quiet)
+    std::cout << fmt::format(
+        "packing ({} micro-batches of {} samples, rows of {} tokens): unpacked {:.1f}% of row tokens are the "
+        "samples'; data.packing=samples {:.1f}% ({:.2f} samples per row, {:.2f}x fewer rows)\n",
+        micro_batches, batch, row_len, 100.0 * unpacked.efficiency(), 100.0 * packed.efficiency(),
+        static_cast<double>(packed.samples) / static_cast<double>(std::max<int64_t>(1, packed.rows)),
+        static_cast<double>(unpacked.rows) / static_cast<double>(std::max<int64_t>(1, packed.rows)));
+  return {{"micro_batches", micro_batches},
+          {"batch_size", batch},
+          {"row_tokens", row_len},
+          {"none", per(unpacked)},
+          {"samples", per(packed)}};
+}
 
 // Every row of every dataset through parsing and preprocessing, on all cores.
 int check(const DataOptions& o) {
   const config::TrainArgs args = load_args(o);
   const data::LoaderFactory p = data::make_loader_factory(args);
   nlohmann::json out = nlohmann::json::object();
+  std::vector<std::vector<int64_t>> lengths;  // per dataset of the mix, per checked row
   for (const auto& entry : p.mix) {
     const data::JsonlSource source(entry.dataset.annotation);
     const int64_t rows = o.max_samples > 0 ? std::min(o.max_samples, source.size()) : source.size();
     DatasetReport r;
     r.rows = rows;
+    r.lengths.assign(static_cast<size_t>(rows), -1);
     std::mutex mutex;
     std::atomic<int64_t> next{0};
     std::string fatal;  // the first error that is not a sample's
@@ -67,6 +127,7 @@ int check(const DataOptions& o) {
           r.truncated += s.truncated;
           r.tokens += static_cast<int64_t>(s.ids.size());
           r.loss_tokens += static_cast<int64_t>(s.response_pos.size());
+          r.lengths[static_cast<size_t>(i)] = std::max<int64_t>(static_cast<int64_t>(s.ids.size()) - 1, 0);
         } catch (const data::SampleError& e) {
           std::lock_guard<std::mutex> lock(mutex);
           ++r.skipped[e.reason()];
@@ -92,6 +153,7 @@ int check(const DataOptions& o) {
     }
     for (auto& t : threads) t.join();
     if (!fatal.empty()) throw std::runtime_error("plm data check stopped at " + fatal + ".");
+    lengths.push_back(std::move(r.lengths));
     const double share = r.tokens ? static_cast<double>(r.loss_tokens) / static_cast<double>(r.tokens) : 0.0;
     out[entry.dataset.name] = {{"rows", r.rows},
                                {"usable", r.usable},
@@ -111,7 +173,8 @@ int check(const DataOptions& o) {
       std::cout << "\n";
     }
   }
-  if (o.json) std::cout << nlohmann::json{{"datasets", out}}.dump() << "\n";
+  const nlohmann::json packing = packing_report(args, p.mix, lengths, o.json);
+  if (o.json) std::cout << nlohmann::json{{"datasets", out}, {"packing", packing}}.dump() << "\n";
   return 0;
 }
 
@@ -147,12 +210,21 @@ int preview(const DataOptions& o) {
   const data::LoaderFactory p = data::make_loader_factory(args);
   auto loader = p.loader();
   const data::Batch b = loader->next();
+  size_t first = 0;  // the row's first sample (packed rows hold several, data/collate.h)
   for (int64_t i = 0; i < std::min<int64_t>(o.n, b.input_ids.size(0)); ++i) {
     // input_ids holds text[:-1]; the last token is the label after the last input position.
     const at::Tensor ids = at::cat({b.input_ids[i], b.labels[i].slice(0, -1)});
     const at::Tensor targets = at::cat({b.loss_mask[i], at::zeros({1}, at::kBool)});
-    std::cout << "--- sample " << i << " (" << b.media_type[i] << ", " << b.num_chunks[i] << " chunk(s))\n"
-              << render(*p.tokenizer, ids, targets) << "\n";
+    const size_t n = b.packed() ? b.segments[static_cast<size_t>(i)].size() : 1;
+    std::string what;
+    for (size_t k = first; k < first + n; ++k)
+      what += (what.empty() ? "" : "; ") + b.media_type[k] + ", " + std::to_string(b.num_chunks[k]) + " chunk(s)";
+    first += n;
+    if (b.packed())
+      std::cout << "--- row " << i << ": " << n << " packed sample(s) (" << what << ")\n";
+    else
+      std::cout << "--- sample " << i << " (" << what << ")\n";
+    std::cout << render(*p.tokenizer, ids, targets) << "\n";
   }
   if (!o.dump.empty()) {
     ckpt::TensorMap t;

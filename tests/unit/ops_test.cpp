@@ -69,6 +69,33 @@ at::Tensor cross_entropy_formula(const at::Tensor& logits, const at::Tensor& tar
   return total / static_cast<double>(logits.size(0));
 }
 
+/// Each of `rows` rows of `s` tokens cut at random into sequences (data/packing.h), some rows leaving a rest of
+/// padding (a sequence of its own for ops::packed_attention), drawn from the global generator.
+std::vector<std::vector<int64_t>> random_segments(int64_t rows, int64_t s) {
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(rows));
+  for (auto& row : out) {
+    int64_t left = s - at::randint(0, s / 3 + 1, {1}).item<int64_t>();  // the samples' tokens; the rest is padding
+    while (left > 0) {
+      const int64_t n = std::min(left, at::randint(1, std::max<int64_t>(2, s / 2), {1}).item<int64_t>());
+      row.push_back(n);
+      left -= n;
+    }
+  }
+  return out;
+}
+
+/// Query i reads key j when both are in the same sequence of the row's `segments` (its rest counted as one more)
+/// and j <= i: bool [B, 1, S, S].
+at::Tensor block_causal_mask(const std::vector<std::vector<int64_t>>& segments, int64_t s) {
+  at::Tensor id = at::empty({static_cast<int64_t>(segments.size()), s}, at::kLong);
+  for (size_t r = 0; r < segments.size(); ++r) {
+    int64_t offset = 0, k = 0;
+    for (const int64_t n : segments[r]) id[static_cast<int64_t>(r)].narrow(0, offset, n).fill_(k++), offset += n;
+    if (offset < s) id[static_cast<int64_t>(r)].narrow(0, offset, s - offset).fill_(k);
+  }
+  return ((id.unsqueeze(2) == id.unsqueeze(1)) & causal_mask(s)).unsqueeze(1);
+}
+
 /// Random rotation angles for rotate_pairs, as cos and sin [S, 1, D/2] (broadcast over heads).
 Tensors angles(int64_t s, int64_t d) {
   const at::Tensor a = at::rand({s, 1, d / 2}) * 6.3;
@@ -153,6 +180,12 @@ std::vector<OpCase> op_cases() {
                      },
                      3, [](const Tensors& t) { return ops::masked_attention(t[0], t[1], t[2], t[3]); },
                      [](const Tensors& t) { return attention_formula(t[0], t[1], t[2], t[3]); }});
+    const auto segments = random_segments(a.b, a.s);
+    cases.push_back({"packed_attention " + shape, qkv, 3,
+                     [segments](const Tensors& t) { return ops::packed_attention(t[0], t[1], t[2], segments); },
+                     [segments](const Tensors& t) {
+                       return attention_formula(t[0], t[1], t[2], block_causal_mask(segments, t[0].size(2)));
+                     }});
   }
   struct Head {
     int64_t n, d, v, chunk;
@@ -371,4 +404,62 @@ TEST_CASE("ops: bf16 attention on CUDA gets a fused kernel, not the math path", 
   const at::Tensor v = at::randn({2, 2, 256, 64}, opts);
   CHECK(ops::attention_backend(q, k, v, std::nullopt, /*causal=*/true) != "math");   // the decoder's (GQA)
   CHECK(ops::attention_backend(q, q, q, std::nullopt, /*causal=*/false) != "math");  // the vision tower's
+}
+
+TEST_CASE("ops: packed_attention: no query reads across a sequence boundary, and its own sequence decides it") {
+  const uint64_t seed = test_seed();
+  CAPTURE(seed);
+  at::manual_seed(seed);
+  for (int trial = 0; trial < 8; ++trial) {
+    const int64_t b = 1 + trial % 3, s = 8 + 7 * trial, h = 4, hkv = trial % 2 ? 2 : 4, d = 16;
+    const auto segments = random_segments(b, s);
+    CAPTURE(trial, b, s);
+    const at::Tensor q = at::randn({b, h, s, d}), k = at::randn({b, hkv, s, d}), v = at::randn({b, hkv, s, d});
+    const at::Tensor out = ops::packed_attention(q, k, v, segments);
+    // Each sequence alone, as its own batch of one row: the same values (the unpacked computation of that sample).
+    for (int64_t r = 0; r < b; ++r) {
+      int64_t offset = 0;
+      for (const int64_t n : segments[static_cast<size_t>(r)]) {
+        const auto part = [&](const at::Tensor& x) { return x.narrow(0, r, 1).narrow(2, offset, n); };
+        const at::Tensor alone = ops::attention(part(q), part(k), part(v), /*causal=*/true);
+        CHECK(at::allclose(part(out), alone, 1e-6, 1e-6));
+        // Another sequence's keys and values changed: this one's output does not move at all.
+        const at::Tensor k2 = k.clone(), v2 = v.clone();
+        k2.narrow(0, r, 1).narrow(2, offset, n).normal_();
+        v2.narrow(0, r, 1).narrow(2, offset, n).normal_();
+        const at::Tensor moved = ops::packed_attention(q, k2, v2, segments);
+        CHECK(at::equal(moved.narrow(2, 0, offset), out.narrow(2, 0, offset)));  // earlier sequences of the row
+        CHECK(at::equal(moved.narrow(2, offset + n, s - offset - n).narrow(0, r, 1),
+                        out.narrow(2, offset + n, s - offset - n).narrow(0, r, 1)));  // later ones
+        if (n > 0) CHECK_FALSE(at::allclose(part(moved), part(out)));                 // its own does
+        offset += n;
+      }
+    }
+  }
+}
+
+TEST_CASE("ops: packed_attention on CUDA (variable-length flash) equals the CPU path at the decoder's shapes",
+          "[.cuda]") {
+  REQUIRE(at::hasCUDA());
+  const uint64_t seed = test_seed();
+  CAPTURE(seed);
+  at::manual_seed(seed);
+  // PLM-1B's attention (32 heads, 8 kv heads of 64) over 3 rows of 1,280 tokens cut into 2-9 sequences each.
+  const int64_t b = 3, s = 1280, h = 32, hkv = 8, d = 64;
+  const auto segments = random_segments(b, s);
+  const Tensors cpu{at::randn({b, h, s, d}), at::randn({b, hkv, s, d}), at::randn({b, hkv, s, d})};
+  const at::Tensor weights = at::randn({b, h, s, d}, at::kDouble);
+  const auto run = [&](at::Device device) {
+    Tensors t;
+    for (const at::Tensor& x : cpu) t.push_back(x.to(device, at::kBFloat16).detach().requires_grad_(true));
+    const at::Tensor out = ops::packed_attention(t[0], t[1], t[2], segments);
+    (out.to(at::kDouble) * weights.to(device)).sum().backward();
+    Tensors got{out.detach().cpu().to(at::kDouble)};
+    for (const at::Tensor& x : t) got.push_back(x.grad().cpu().to(at::kDouble));
+    return got;
+  };
+  const Tensors want = run(at::kCPU), got = run(at::Device(at::kCUDA));
+  const Tolerance tol = tolerance(at::kBFloat16);
+  check_close(got[0], want[0], tol.rtol, tol.atol, "output");
+  for (size_t i = 1; i < 4; ++i) check_close(got[i], want[i], tol.rtol * 4, tol.atol, "gradient " + std::to_string(i));
 }

@@ -28,6 +28,7 @@ enum class ModelDtype { bf16, fp16, fp32 };
 enum class Device { auto_, cpu, cuda };
 enum class LossNormalization { reference, global_tokens };
 enum class NanPolicy { abort, skip };
+enum class Packing { none, samples };
 
 inline const std::vector<const char*>& names_of(FsdpType) {
   static const std::vector<const char*> names{"no_shard", "full_shard"};
@@ -47,6 +48,10 @@ inline const std::vector<const char*>& names_of(LossNormalization) {
 }
 inline const std::vector<const char*>& names_of(NanPolicy) {
   static const std::vector<const char*> names{"abort", "skip"};
+  return names;
+}
+inline const std::vector<const char*>& names_of(Packing) {
+  static const std::vector<const char*> names{"none", "samples"};
   return names;
 }
 
@@ -195,6 +200,9 @@ struct DataArgs {
   // plm's additions to PLM's DataloadArgs:
   std::string registry = "configs/datasets.yaml";  // the dataset registry (PLM hard-codes its own file)
   bool pad_to_longest = false;                     // pad batches to their longest sample, not model.max_seqlen
+  // samples: each training micro-batch's samples laid into as few rows of model.max_seqlen as hold them, each
+  // attending only to itself (data/packing.h); the loss is the unpacked batch's. Validation stays unpacked.
+  Packing packing = Packing::none;
   bool strict = false;           // a sample that cannot be used stops the run instead of being skipped
   int64_t prefetch_batches = 4;  // batches decoded ahead of the trainer
   // Refuse media paths that resolve (symlinks followed) outside the dataset's root_dir, e.g. "../../etc/x" or an
@@ -221,6 +229,7 @@ struct DataArgs {
     v("show_first_batch", show_first_batch);
     v("registry", registry);
     v("pad_to_longest", pad_to_longest);
+    v("packing", packing);
     v("strict", strict);
     v("prefetch_batches", prefetch_batches);
     v("confine_media_to_root", confine_media_to_root);

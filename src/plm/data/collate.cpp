@@ -1,36 +1,64 @@
 #include "plm/data/collate.h"
 
+#include "plm/data/packing.h"
+
 namespace plm::data {
 
-Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int64_t pad_id, bool pad_to_longest) {
-  const auto b = static_cast<int64_t>(samples.size());
+Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int64_t pad_id, bool pad_to_longest,
+              bool pack) {
+  std::vector<int64_t> lengths;  // tokens a sample takes in a row: its ids but the last (a label only)
+  for (const auto& s : samples) lengths.push_back(std::max<int64_t>(static_cast<int64_t>(s.ids.size()) - 1, 0));
+  std::vector<std::vector<size_t>> rows;
+  if (pack) {
+    rows = first_fit_decreasing(lengths, seq_len);
+  } else {
+    for (size_t i = 0; i < samples.size(); ++i) rows.push_back({i});
+  }
   int64_t len = seq_len;
   if (pad_to_longest) {
     len = 1;
-    for (const auto& s : samples) len = std::max<int64_t>(len, static_cast<int64_t>(s.ids.size()) - 1);
+    for (const auto& row : rows) {
+      int64_t fill = 0;
+      for (const size_t i : row) fill += lengths[i];
+      len = std::max(len, fill);
+    }
   }
+  const auto b = static_cast<int64_t>(rows.size());
   Batch batch;
   at::Tensor input = at::full({b, len}, -1, at::kLong), labels = at::full({b, len}, -1, at::kLong);
   batch.image_pos_index = at::full({b, len}, -1, at::kLong);
+  if (pack) batch.positions = at::empty({b, len}, at::kLong);
   auto in_a = input.accessor<int64_t, 2>();
   auto lab_a = labels.accessor<int64_t, 2>();
   auto pos_a = batch.image_pos_index.accessor<int64_t, 2>();
   std::vector<at::Tensor> media, text_flags;
-  for (int64_t i = 0; i < b; ++i) {
-    const ProcessedSample& s = samples[i];
-    const auto n = static_cast<int64_t>(s.ids.size());
-    TORCH_CHECK(n - 1 <= len, "a sample of ", n, " tokens does not fit a batch of length ", len);
-    for (int64_t p = 0; p + 1 < n; ++p) in_a[i][p] = s.ids[p];
-    for (const int64_t j : s.response_pos)
-      if (j >= 1) lab_a[i][j - 1] = s.ids[j];
-    for (size_t k = 0; k < s.image_pos.size(); ++k)
-      if (s.image_pos[k] < len) pos_a[i][s.image_pos[k]] = static_cast<int64_t>(k);
-    media.push_back(s.media);
-    text_flags.push_back(at::full({s.media.size(0)}, s.media_type == "text", at::kBool));
-    batch.media_type.push_back(s.media_type);
-    batch.num_chunks.push_back(s.media.size(0));
-    batch.sample_ids.push_back(s.id);
-    batch.slots.push_back(s.slot);
+  for (int64_t r = 0; r < b; ++r) {
+    int64_t offset = 0;
+    std::vector<int64_t> segments;
+    for (const size_t i : rows[static_cast<size_t>(r)]) {
+      const ProcessedSample& s = samples[i];
+      const int64_t n = lengths[i];
+      TORCH_CHECK(offset + n <= len, "a sample of ", n + 1, " tokens does not fit a batch of length ", len);
+      for (int64_t p = 0; p < n; ++p) in_a[r][offset + p] = s.ids[p];
+      for (const int64_t j : s.response_pos)
+        if (j >= 1) lab_a[r][offset + j - 1] = s.ids[j];
+      for (size_t k = 0; k < s.image_pos.size(); ++k)
+        if (s.image_pos[k] < n) pos_a[r][offset + s.image_pos[k]] = static_cast<int64_t>(k);
+      if (pack) batch.positions[r].narrow(0, offset, n).copy_(at::arange(n, at::kLong));
+      segments.push_back(n);
+      offset += n;
+      batch.sample_tokens += n;
+      media.push_back(s.media);
+      text_flags.push_back(at::full({s.media.size(0)}, s.media_type == "text", at::kBool));
+      batch.media_type.push_back(s.media_type);
+      batch.num_chunks.push_back(s.media.size(0));
+      batch.sample_ids.push_back(s.id);
+      batch.slots.push_back(s.slot);
+    }
+    if (pack) {
+      if (offset < len) batch.positions[r].narrow(0, offset, len - offset).copy_(at::arange(len - offset, at::kLong));
+      batch.segments.push_back(std::move(segments));
+    }
   }
   batch.loss_mask = labels != -1;
   batch.input_ids = input.masked_fill(input == -1, pad_id);
@@ -38,6 +66,18 @@ Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int6
   batch.images = at::cat(media, 0);
   batch.chunk_has_text = at::cat(text_flags, 0);
   return batch;
+}
+
+int64_t Batch::useful_tokens() const {
+  return packed() ? sample_tokens : input_ids.numel();
+}
+
+int64_t Batch::attended_pairs() const {
+  if (!packed()) return input_ids.numel() * input_ids.size(1);
+  int64_t n = 0;
+  for (const auto& row : segments)
+    for (const int64_t s : row) n += s * s;
+  return n;
 }
 
 std::vector<std::string> decoded_rows(const at::Tensor& ids, const text::Tokenizer& tokenizer) {

@@ -176,7 +176,7 @@ Batch DataLoader::next() {
   lock.unlock();
   m.work_ready.notify_all();
   if (p.error) std::rethrow_exception(p.error);
-  return collate(p.samples, m.preprocess->options().seq_len, options_.pad_id, options_.pad_to_longest);
+  return collate(p.samples, m.preprocess->options().seq_len, options_.pad_id, options_.pad_to_longest, options_.pack);
 }
 
 std::string DataLoader::state_json() const {

@@ -22,6 +22,7 @@ struct LoaderOptions {
   int64_t prefetch_batches = 4;
   int64_t pad_id = 128001;
   bool pad_to_longest = false;
+  bool pack = false;      // data.packing: samples: each batch's samples packed into rows (data/packing.h)
   bool strict = false;    // a sample that cannot be used throws instead of being replaced
   int max_attempts = 64;  // replacements tried for one slot before giving up
   uint64_t seed = 42;

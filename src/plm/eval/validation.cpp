@@ -56,6 +56,7 @@ std::optional<data::LoaderFactory> validation_loaders(const config::TrainArgs& a
                               "; it must be at least 1 when data.val_datamix is set.");
   config::TrainArgs val = args;
   val.data.datamix = args.data.val_datamix;
+  val.data.packing = config::Packing::none;  // the loss per dataset reads one sample per row
   try {
     return data::make_loader_factory(val);
   } catch (const config::ConfigError& e) {  // resolve_datamix names data.datamix
@@ -89,8 +90,7 @@ ValidationLoss validation_loss(model::PerceptionLMImpl& model, data::DataLoader&
       const int64_t n = part.loss_mask.sum().item<int64_t>();
       if (n == 0) continue;  // the mean over no tokens is NaN; such rows carry no weight
       const double loss =
-          model.loss(model::model_inputs(model, part, device), part.labels, part.loss_mask)
-              .item<double>();
+          model.loss(model::model_inputs(model, part, device), part.labels, part.loss_mask).item<double>();
       sums[dataset] += loss * static_cast<double>(n);
       out.dataset_tokens[dataset] += n;
       out.tokens += n;

@@ -26,14 +26,26 @@ AttentionImpl::AttentionImpl(const DecoderDims& d, const at::TensorOptions& o)
   wo = register_module("wo", Linear(d.n_heads * d.head_dim, d.dim, false, o));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
+TokenLayout TokenLayout::rows(const RopeTable& rope, int64_t seqlen) {
+  return {rope.cos.slice(0, 0, seqlen).unsqueeze(1), rope.sin.slice(0, 0, seqlen).unsqueeze(1), nullptr};
+}
+
+TokenLayout TokenLayout::packed(const RopeTable& rope, const at::Tensor& positions,
+                                std::vector<std::vector<int64_t>> segments) {
+  TORCH_CHECK(positions.dim() == 2 && positions.scalar_type() == at::kLong, "positions must be int64 [B, S]");
+  return {rope.cos.index({positions}).unsqueeze(2), rope.sin.index({positions}).unsqueeze(2),
+          std::make_shared<const std::vector<std::vector<int64_t>>>(std::move(segments))};
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const TokenLayout& layout) const {
   const int64_t b = x.size(0), s = x.size(1);
-  // [B, S, H, hd]: feature index h * hd + d; the RoPE tables broadcast as [S, 1, hd/2].
-  const at::Tensor cos = rope.cos.slice(0, 0, s).unsqueeze(1), sin = rope.sin.slice(0, 0, s).unsqueeze(1);
-  const at::Tensor q = ops::rotate_pairs(wq->forward(x).view({b, s, n_heads, head_dim}), cos, sin);
-  const at::Tensor k = ops::rotate_pairs(wk->forward(x).view({b, s, n_kv_heads, head_dim}), cos, sin);
+  // [B, S, H, hd]: feature index h * hd + d; the RoPE tables broadcast as [S, 1, hd/2] or [B, S, 1, hd/2].
+  const at::Tensor q = ops::rotate_pairs(wq->forward(x).view({b, s, n_heads, head_dim}), layout.cos, layout.sin);
+  const at::Tensor k = ops::rotate_pairs(wk->forward(x).view({b, s, n_kv_heads, head_dim}), layout.cos, layout.sin);
   const at::Tensor v = wv->forward(x).view({b, s, n_kv_heads, head_dim});
-  const at::Tensor out = ops::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*causal=*/true);
+  const at::Tensor out =
+      layout.segments ? ops::packed_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), *layout.segments)
+                      : ops::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*causal=*/true);
   return wo->forward(out.transpose(1, 2).reshape({b, s, n_heads * head_dim}));
 }
 
@@ -99,8 +111,8 @@ TransformerBlockImpl::TransformerBlockImpl(const DecoderDims& d, double eps, con
   ffn_norm = register_module("ffn_norm", RMSNorm(d.dim, eps, o));
 }
 
-at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
-  const at::Tensor h = x + attention->forward(attention_norm->forward(x), rope);
+at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const TokenLayout& layout) const {
+  const at::Tensor h = x + attention->forward(attention_norm->forward(x), layout);
   return h + feed_forward->forward(ffn_norm->forward(h));
 }
 

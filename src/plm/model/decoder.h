@@ -2,6 +2,9 @@
 // Module and parameter names are Meta's original Llama names (attention.wq, feed_forward.w1, attention_norm, ...).
 #pragma once
 
+#include <memory>
+#include <vector>
+
 #include "plm/config/args.h"
 #include "plm/model/layers.h"
 #include "plm/model/rope.h"
@@ -42,11 +45,26 @@ struct CachedStep {
   static CachedStep at(const RopeTable& rope, const at::Tensor& positions);
 };
 
+/// The tokens of one uncached forward (training, validation, scoring) and what each reads: its RoPE angles and, in
+/// packed rows (data/packing.h), the sequences that attention must not cross.
+struct TokenLayout {
+  at::Tensor cos, sin;  // fp32 [S, 1, hd/2] (every row at positions 0..S-1) or [B, S, 1, hd/2] (packed rows)
+  std::shared_ptr<const std::vector<std::vector<int64_t>>> segments;  // packed rows' sequence lengths
+                                                                      // (ops::packed_attention); null: one per row
+
+  /// Rows of `seqlen` tokens at positions 0..seqlen-1, each one causal sequence. `rope` must cover seqlen positions.
+  static TokenLayout rows(const RopeTable& rope, int64_t seqlen);
+  /// Packed rows: token (b, s) at `positions` (int64 [B, S], on the model's device), the rows' sequences by
+  /// `segments`. `rope` must cover max(positions) + 1 positions.
+  static TokenLayout packed(const RopeTable& rope, const at::Tensor& positions,
+                            std::vector<std::vector<int64_t>> segments);
+};
+
 /// `attention`: wq [H*hd, dim], wk/wv [Hkv*hd, dim], wo [dim, H*hd], no biases.
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const DecoderDims& d, const at::TensorOptions& options);
-  /// x [B, S, dim]; rope tables [S, hd/2]; plain causal attention over the whole row.
-  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
+  /// x [B, S, dim]; causal attention over each row, or within each packed sequence (`layout`).
+  at::Tensor forward(const at::Tensor& x, const TokenLayout& layout) const;
   /// The cached path (generation): x [B, S, dim] are the tokens of `step`. Writes their keys (after RoPE) and
   /// values into `cache` at their positions, then attends over the row's slots 0..position. Same weights and ops
   /// as forward(); a prefill step gives forward()'s values and leaves K/V of slots 0..S-1 in the cache.
@@ -67,7 +85,7 @@ TORCH_MODULE(FeedForward);
 /// `layers.i`: h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).
 struct TransformerBlockImpl : torch::nn::Module {
   TransformerBlockImpl(const DecoderDims& d, double norm_eps, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
+  at::Tensor forward(const at::Tensor& x, const TokenLayout& layout) const;
   /// forward() with cached attention (AttentionImpl::forward_cached).
   at::Tensor forward_cached(const at::Tensor& x, const CachedStep& step, KVCacheLayer& cache) const;
   Attention attention{nullptr};

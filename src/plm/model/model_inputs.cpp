@@ -10,6 +10,10 @@ ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch
   ModelInputs in;
   // non_blocking: a host-to-device copy that would otherwise wait for the device's queue to drain first.
   in.tokens = batch.input_ids.to(device, /*non_blocking=*/true);
+  if (batch.packed()) {
+    in.positions = batch.positions.to(device, /*non_blocking=*/true);
+    in.segments = batch.segments;
+  }
   if (model.vision_model && batch.images.defined()) {
     in.images = batch.images.to(device, /*non_blocking=*/true);
     in.image_mask = batch.image_pos_index >= 0;

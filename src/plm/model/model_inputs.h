@@ -22,8 +22,11 @@ struct ModelInputs {
   at::Tensor image_mask;      // bool [B, S]: the positions that receive vision vectors, filled in row-major order
   at::Tensor chunk_has_text;  // bool [N] (optional): chunks of text-only samples (dummy images), dropped after the
                               // vision tower as PLM does
-  std::vector<uint64_t> drop_path_keys;  // one per chunk of `images` (optional): the key its DropPath masks are a
-                                         // function of (model/vision.h); empty: drawn from the default generator
+  // Packed rows (data/packing.h; both empty otherwise: each row one sequence at positions 0..S-1):
+  at::Tensor positions;                        // int64 [B, S] on the model's device: each token's position (RoPE)
+  std::vector<std::vector<int64_t>> segments;  // per row, its sequences' lengths; attention stays inside each
+  std::vector<uint64_t> drop_path_keys;        // one per chunk of `images` (optional): the key its DropPath masks are a
+                                               // function of (model/vision.h); empty: drawn from the default generator
 };
 
 struct PerceptionLMImpl;

@@ -73,8 +73,10 @@ at::Tensor PerceptionLMImpl::decoder_stack(at::Tensor h, const BlockStep& block_
 at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
   at::Tensor h = embed(in);
   const RopeTable rope = decoder_rope(rope_frequencies.to(h.device()), h.size(1));
+  const TokenLayout layout =
+      in.segments.empty() ? TokenLayout::rows(rope, h.size(1)) : TokenLayout::packed(rope, in.positions, in.segments);
   return decoder_stack(
-      h, [rope](const TransformerBlockImpl& block, size_t, const at::Tensor& x) { return block.forward(x, rope); },
+      h, [layout](const TransformerBlockImpl& block, size_t, const at::Tensor& x) { return block.forward(x, layout); },
       activation_checkpointing);
 }
 

@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace plm::ops {
 
@@ -23,6 +24,17 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 /// attention() with an explicit boolean mask broadcastable to [B, H, S, Skv]: query i reads key j where mask is true
 /// (cached decoding's per-row positions). Every query must read at least one key.
 at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                            std::optional<double> scale = std::nullopt);
+
+/// Causal attention within the sequences packed into each row (data/packing.h): row b of q [B, H, S, D] and of
+/// k, v [B, Hkv, S, D] holds sequences of lengths[b][0], lengths[b][1], ... tokens one after another, and the rest of
+/// the row (padding) as one more sequence; a query reads the keys of its own sequence up to itself, never across a
+/// boundary. Each sequence gets attention()'s causal result on its own tokens. CUDA bf16/fp16 (head size a multiple
+/// of 8, at most 256): one variable-length flash-attention call over all rows' sequences by their cumulative
+/// offsets, with no mask; elsewhere attention() on each sequence's slice (on the CPU that beats one SDPA call with
+/// a block-diagonal mask: bench/packed_attention_bench.sh). Logs the path once per device, dtype and head size.
+at::Tensor packed_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const std::vector<std::vector<int64_t>>& lengths,
                             std::optional<double> scale = std::nullopt);
 
 /// The kernel at::scaled_dot_product_attention picks for these inputs, as ATen's own dispatch decides it

@@ -49,10 +49,10 @@ FlopCounter::FlopCounter(const model::PerceptionLMImpl& m) {
   }
 }
 
-double FlopCounter::step_flops(int64_t tokens, int64_t seq_len, int64_t loss_tokens, int64_t tiles) const {
-  const double per_token = decoder_m_ * (decoder_weights_ + attention_per_len_ * static_cast<double>(seq_len));
-  return per_token * static_cast<double>(tokens) + decoder_m_ * vocab_dim_ * static_cast<double>(loss_tokens) +
-         vision_per_tile_ * static_cast<double>(tiles);
+double FlopCounter::step_flops(int64_t tokens, int64_t attended_pairs, int64_t loss_tokens, int64_t tiles) const {
+  return decoder_m_ * (decoder_weights_ * static_cast<double>(tokens) +
+                       attention_per_len_ * static_cast<double>(attended_pairs)) +
+         decoder_m_ * vocab_dim_ * static_cast<double>(loss_tokens) + vision_per_tile_ * static_cast<double>(tiles);
 }
 
 double FlopCounter::plm_flops_per_token(int64_t seq_len) const {
@@ -183,6 +183,10 @@ nlohmann::json metrics_record(const MetricsInputs& in) {
   j["speed/step_data_time"] = optional(in.step_data_seconds);
   j["speed/data_wait_frac"] = in.window_data_seconds / elapsed;
   j["loss/token_mean"] = optional(in.loss_token_mean);
+  if (in.rows > 0 && in.tokens > 0) {
+    j["data/packing_efficiency"] = static_cast<double>(in.sample_tokens) / static_cast<double>(in.tokens);
+    j["data/samples_per_row"] = static_cast<double>(in.samples) / static_cast<double>(in.rows);
+  }
   return j;
 }
 

@@ -27,9 +27,10 @@ namespace plm::train {
 class FlopCounter {
  public:
   explicit FlopCounter(const model::PerceptionLMImpl& model);
-  /// FLOPs of a micro-batch that computed `tokens` decoder positions in rows of length `seq_len`, `loss_tokens`
+  /// FLOPs of a micro-batch that computed `tokens` decoder positions in sequences whose lengths squared sum to
+  /// `attended_pairs` (rows of length L: tokens x L; data::Batch::useful_tokens and attended_pairs), `loss_tokens`
   /// output positions and `tiles` vision tiles.
-  double step_flops(int64_t tokens, int64_t seq_len, int64_t loss_tokens, int64_t tiles) const;
+  double step_flops(int64_t tokens, int64_t attended_pairs, int64_t loss_tokens, int64_t tiles) const;
   /// PLM's flops_per_token (docs/reference.md 5.5) for rows of `seq_len`.
   double plm_flops_per_token(int64_t seq_len) const;
 
@@ -64,6 +65,7 @@ struct MetricsInputs {
   double window_seconds = 0;
   int64_t rank0_tokens = 0;                          // decoder positions rank 0 computed in the window (padding too)
   int64_t tokens = 0, loss_tokens = 0, samples = 0;  // the window's, summed over ranks
+  int64_t rows = 0, sample_tokens = 0;               // rows computed and the samples' tokens in them, all ranks
   double model_flops_per_device = 0;                 // the window's model FLOPs over all ranks / world_size
   double plm_flops_per_token = 0;                    // FlopCounter::plm_flops_per_token(max_seqlen)
   double window_data_seconds = 0;                    // rank 0's wait for batches in the window

@@ -72,6 +72,7 @@ void apply_environment(const config::EnvironmentArgs& env, bool cpu) {
 struct LogWindow {
   Clock::time_point start = Clock::now();
   int64_t tokens = 0, loss_tokens = 0, samples = 0;
+  int64_t rows = 0, sample_tokens = 0;  // rows computed, and the samples' tokens in them (packing efficiency)
   double model_flops = 0, data_seconds = 0;
 };
 
@@ -344,9 +345,11 @@ void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, 
   }
   window.tokens += b.input_ids.numel();
   window.loss_tokens += loss_tokens;
-  window.samples += b.input_ids.size(0);
+  window.samples += b.samples();
+  window.rows += b.input_ids.size(0);
+  window.sample_tokens += b.sample_tokens;
   const int64_t tiles = model->vision_model && b.images.defined() ? b.images.size(0) : 0;
-  window.model_flops += flops->step_flops(b.input_ids.numel(), b.input_ids.size(1), loss_tokens, tiles);
+  window.model_flops += flops->step_flops(b.useful_tokens(), b.attended_pairs(), loss_tokens, tiles);
 }
 
 // The pending micro-batch losses in one read from the device: into the window's sums, and their samples into
@@ -470,7 +473,9 @@ void Trainer::Impl::log_record(MetricsInputs in) {
                              static_cast<double>(window.samples),
                              window.model_flops,
                              last.value_or(0.0),
-                             last ? 1.0 : 0.0};
+                             last ? 1.0 : 0.0,
+                             static_cast<double>(window.rows),
+                             static_cast<double>(window.sample_tokens)};
   sum_over_ranks(*world, counts);
   if (!leader()) {
     window = LogWindow{};
@@ -484,6 +489,8 @@ void Trainer::Impl::log_record(MetricsInputs in) {
   in.tokens = static_cast<int64_t>(counts[0]);
   in.loss_tokens = static_cast<int64_t>(counts[1]);
   in.samples = static_cast<int64_t>(counts[2]);
+  in.rows = static_cast<int64_t>(counts[6]);
+  in.sample_tokens = static_cast<int64_t>(counts[7]);
   in.model_flops_per_device = counts[3] / world->size();   // MFU divides by one device's peak
   if (counts[5] > 0) in.loss_out = counts[4] / counts[5];  // ranks without loss tokens are left out
   in.plm_flops_per_token = flops->plm_flops_per_token(args.model.max_seqlen);

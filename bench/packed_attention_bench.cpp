@@ -1,6 +1,7 @@
 // Causal attention over packed rows on the CPU, forward + backward, three ways (bench/packed_attention_bench.sh):
 //   unpacked    each sample in its own padded row of L (what the reference computes),
-//   per-seq     ops::packed_attention: attention() on each sequence's slice of the packed rows,
+//   buckets     ops::packed_attention: one causal attention() per bucket of sequences of similar length,
+//   per-seq     attention() on each sequence's slice of the packed rows, one call per sequence,
 //   mask        one SDPA call over the packed rows with a block-diagonal causal mask.
 // Usage: packed_attention_bench HEADS KV_HEADS HEAD_DIM ROW_LEN SAMPLE_LEN SAMPLES [REPEATS]
 #include <ATen/ATen.h>
@@ -71,15 +72,39 @@ int main(int argc, char** argv) {
         fwd_bwd([&](auto& a, auto& bb, auto& c) { return plm::ops::packed_attention(a, bb, c, segments); }, q, k, v);
       },
       repeats);
+  const double per_sequence = seconds_of(
+      [&] {
+        fwd_bwd(
+            [&](auto& a, auto& bb, auto& c) {
+              std::vector<int64_t> sizes;
+              for (const auto& r : segments) {
+                int64_t used = 0;
+                for (const int64_t n : r) sizes.push_back(n), used += n;
+                if (used < row) sizes.push_back(row - used);
+              }
+              const auto split = [&](const at::Tensor& x) {
+                return x.transpose(1, 2).flatten(0, 1).split_with_sizes(sizes, 0);
+              };
+              const auto qs = split(a), ks = split(bb), vs = split(c);
+              std::vector<at::Tensor> outs;
+              for (size_t i = 0; i < sizes.size(); ++i) {
+                const auto hm = [](const at::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
+                outs.push_back(plm::ops::attention(hm(qs[i]), hm(ks[i]), hm(vs[i]), true).squeeze(0).transpose(0, 1));
+              }
+              return at::cat(outs, 0).unflatten(0, {a.size(0), row}).transpose(1, 2);
+            },
+            q, k, v);
+      },
+      repeats);
   const double masked = seconds_of(
       [&] { fwd_bwd([&](auto& a, auto& bb, auto& c) { return plm::ops::masked_attention(a, bb, c, mask); }, q, k, v); },
       repeats);
   std::printf(
       "heads %lld/%lld, head dim %lld, %lld samples (mean %lld tokens) in %lld rows of %lld; forward + backward:\n"
-      "  unpacked (one padded row each)  %.4f s\n  packed, per sequence           %.4f s\n"
-      "  packed, block-diagonal mask     %.4f s\n",
+      "  unpacked (one padded row each)  %.4f s\n  packed, length buckets         %.4f s\n"
+      "  packed, one call per sequence   %.4f s\n  packed, block-diagonal mask     %.4f s\n",
       static_cast<long long>(h), static_cast<long long>(hkv), static_cast<long long>(d),
       static_cast<long long>(samples), static_cast<long long>(mean), static_cast<long long>(b),
-      static_cast<long long>(row), unpacked, per_seq, masked);
+      static_cast<long long>(row), unpacked, per_seq, per_sequence, masked);
   return 0;
 }

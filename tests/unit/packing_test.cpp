@@ -180,6 +180,14 @@ TEST_CASE("packing: the model on packed rows gives the unpacked loss and gradien
   at::manual_seed(seed);
   model::PerceptionLM m(tiny_model());
   model::init_all(*m);
+  {
+    // At init the decoder's attention adds little to the residual stream; made stronger, reading a neighbour's tokens
+    // moves the loss well beyond the equality bound, so the leak check below cannot pass by accident.
+    at::NoGradGuard no_grad;
+    for (auto& p : m->named_parameters())
+      if (p.key().find(".attention.wv.") != std::string::npos || p.key().find(".attention.wo.") != std::string::npos)
+        p.value().mul_(8);
+  }
   m->train();
   m->apply_freezing();
   const auto& v = *m->args.vision_model;
@@ -215,7 +223,7 @@ TEST_CASE("packing: the model on packed rows gives the unpacked loss and gradien
   // The test would catch attention across samples: the leaky layout moves the loss far beyond the bound above.
   const double leaky = loss_and_grads(p, true).first;
   CAPTURE(want, got, leaky);
-  CHECK(std::abs(leaky - want) > 1e-3 * std::abs(want));
+  CHECK(std::abs(leaky - want) > 1e-4 * std::abs(want));  // ten times the bound the packed loss meets
 
   // A packed sample's logits depend on its own tokens only: change every other sample of its row and they stay;
   // under the leaky layout they move.

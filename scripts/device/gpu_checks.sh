@@ -11,7 +11,11 @@
 #   5. profiling.run on the tiny model on the GPU: the Kineto trace has CUDA kernels inside the micro-batch ranges,
 #      and the CUDA memory snapshot is a pickle with the allocator's segments and the window's alloc/free events;
 #   6. ops_test's hidden [cuda] cases (when pack.sh carried ops_test): every ops:: primitive on CUDA tensors, fp32
-#      and bf16, forward and backward, against the ATen path on the CPU.
+#      and bf16, forward and backward, against the ATen path on the CPU (packed_attention's variable-length flash
+#      path included, at PLM-1B's head shapes);
+#   7. data.packing=samples on the GPU, bf16: the tiny model in rows of 512 and PLM-1B (stage 2's recipe with one
+#      448-px tile of 256 tokens per image, rows of 1,280 as stage 1's, 16 toy samples of ~300 tokens), packed vs
+#      unpacked samples/s and losses, and the log line naming the variable-length flash kernel.
 set -uo pipefail
 ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 work=/tmp/plm-gpu; rm -rf "$work"; mkdir -p "$work"
@@ -98,5 +102,29 @@ for mode in full_shard no_shard; do
   summary "b1_$mode"
   nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/summary.txt" 2>&1
 done
+packed_summary() {  # name: median samples/s after the first steps, mean packing efficiency, first/last loss
+  python3 - "$1" "$work/$1/metrics.jsonl" <<'PY' | tee -a "$OUT/summary.txt"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[2]) if '"loss/out"' in l]
+late = [r for r in rows if r["global_step"] >= 3] or rows
+print(f"{sys.argv[1]}: {statistics.median(r['speed/samples_per_s'] for r in late):.1f} samples/s, packing efficiency "
+      f"{statistics.mean(r['data/packing_efficiency'] for r in late):.3f}, loss {rows[0]['loss/out']:.5f} -> "
+      f"{rows[-1]['loss/out']:.5f}, MFU {statistics.mean(r['speed/mfu'] or 0 for r in late):.3f}")
+PY
+}
+for packing in none samples; do
+  timeout 120 plm train "$ROOT/configs/models/tiny.yaml" dump_dir="$work/pack_tiny_$packing" steps=20 "${common[@]}" \
+      data.batch_size=16 data.image_res=56 data.max_num_tiles=1 data.vision_input_type=vanilla model.max_seqlen=512 \
+      data.conversation_format=plm_sft distributed.model_dtype=bf16 optim.warmup=2 data.packing=$packing \
+      > "$OUT/pack_tiny_$packing.log" 2>&1 || echo "packed tiny ($packing) failed: $(tail -3 "$OUT/pack_tiny_$packing.log")" |
+    tee -a "$OUT/summary.txt"
+  packed_summary "pack_tiny_$packing"
+  timeout 200 plm train "$ROOT/recipes/stage2_midtrain/plm_1b.yaml" dump_dir="$work/pack_b1_$packing" steps=8 \
+      "${common[@]}" data.batch_size=16 data.max_num_tiles=1 data.vision_input_type=vanilla model.max_seqlen=1280 \
+      data.packing=$packing > "$OUT/pack_b1_$packing.log" 2>&1 ||
+    echo "packed 1B ($packing) failed: $(tail -3 "$OUT/pack_b1_$packing.log")" | tee -a "$OUT/summary.txt"
+  packed_summary "pack_b1_$packing"
+done
+grep -h "packed attention (cuda" "$OUT"/pack_*.log | sed 's/^.*packed attention/packed attention/' | sort -u | tee -a "$OUT/summary.txt"
 cp "$work"/b1_*/metrics.jsonl "$OUT/" 2>/dev/null; for f in "$work"/b1_*/metrics.jsonl; do cp "$f" "$OUT/$(basename "$(dirname "$f")").metrics.jsonl"; done
 cat "$OUT/summary.txt"

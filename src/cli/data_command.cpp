@@ -69,7 +69,8 @@ nlohmann::json packing_report(const config::TrainArgs& args, const std::vector<d
     return c.row < static_cast<int64_t>(rows.size()) ? rows[static_cast<size_t>(c.row)] : int64_t{-1};
   };
   data::SampleStream stream(weights, sizes, static_cast<uint64_t>(args.data.seed));
-  data::PackingStats unpacked, packed;
+  data::PackingStats unpacked, packed, by_tokens;
+  std::vector<int64_t> drawn;  // every sample in order, for packing: tokens
   for (int64_t m = 0; m < micro_batches; ++m) {
     std::vector<int64_t> batch_lengths;
     for (int64_t k = 0; k < batch; ++k) {
@@ -80,6 +81,25 @@ nlohmann::json packing_report(const config::TrainArgs& args, const std::vector<d
     }
     unpacked.add(data::packing_stats(batch_lengths, row_len, false));
     packed.add(data::packing_stats(batch_lengths, row_len, true));
+    drawn.insert(drawn.end(), batch_lengths.begin(), batch_lengths.end());
+  }
+  // packing: tokens over the same samples: each micro-batch takes the next ones while they fit data.batch_size rows.
+  int64_t token_batches = 0;
+  for (size_t i = 0; i < drawn.size();) {
+    std::vector<int64_t> rows_of{drawn[i++]};
+    while (i < drawn.size()) {
+      rows_of.push_back(drawn[i]);
+      if (static_cast<int64_t>(data::first_fit_decreasing(rows_of, row_len).size()) > batch) {
+        rows_of.pop_back();
+        break;
+      }
+      ++i;
+    }
+    data::PackingStats s = data::packing_stats(rows_of, row_len, true);
+    s.row_tokens = batch * row_len;  // a micro-batch's budget: its rows as data.batch_size sets them
+    s.rows = batch;
+    by_tokens.add(s);
+    ++token_batches;
   }
   const auto per = [](const data::PackingStats& s) {
     return nlohmann::json{
@@ -87,18 +107,20 @@ nlohmann::json packing_report(const config::TrainArgs& args, const std::vector<d
         {"rows", s.rows},
         {"samples_per_row", s.rows ? static_cast<double>(s.samples) / static_cast<double>(s.rows) : 0.0}};
   };
+  const double per_batch = static_cast<double>(by_tokens.samples) / static_cast<double>(token_batches);
   if (!quiet)
     std::cout << fmt::format(
         "packing ({} micro-batches of {} samples, rows of {} tokens): unpacked {:.1f}% of row tokens are the "
-        "samples'; data.packing=samples {:.1f}% ({:.2f} samples per row, {:.2f}x fewer rows)\n",
+        "samples'; data.packing=samples {:.1f}% ({:.2f} samples per row, {:.2f}x fewer rows); data.packing=tokens "
+        "{:.1f}% of {} rows a micro-batch ({:.2f} samples per micro-batch instead of {})\n",
         micro_batches, batch, row_len, 100.0 * unpacked.efficiency(), 100.0 * packed.efficiency(),
         static_cast<double>(packed.samples) / static_cast<double>(std::max<int64_t>(1, packed.rows)),
-        static_cast<double>(unpacked.rows) / static_cast<double>(std::max<int64_t>(1, packed.rows)));
-  return {{"micro_batches", micro_batches},
-          {"batch_size", batch},
-          {"row_tokens", row_len},
-          {"none", per(unpacked)},
-          {"samples", per(packed)}};
+        static_cast<double>(unpacked.rows) / static_cast<double>(std::max<int64_t>(1, packed.rows)),
+        100.0 * by_tokens.efficiency(), batch, per_batch, batch);
+  nlohmann::json tokens = per(by_tokens);
+  tokens["samples_per_micro_batch"] = per_batch;
+  return {{"micro_batches", micro_batches}, {"batch_size", batch},    {"row_tokens", row_len},
+          {"none", per(unpacked)},          {"samples", per(packed)}, {"tokens", tokens}};
 }
 
 // Every row of every dataset through parsing and preprocessing, on all cores.
@@ -234,6 +256,12 @@ int preview(const DataOptions& o) {
     t.insert("image_pos_index", b.image_pos_index);
     t.insert("pixel_values", b.images);
     t.insert("num_chunks", at::tensor(b.num_chunks, at::kLong));
+    if (b.packed()) {  // data.packing: each token's position in its sample, and each row's sample count
+      t.insert("positions", b.positions);
+      std::vector<int64_t> per_row;
+      for (const auto& row : b.segments) per_row.push_back(static_cast<int64_t>(row.size()));
+      t.insert("samples_per_row", at::tensor(per_row, at::kLong));
+    }
     std::string types;
     for (const auto& m : b.media_type) types += (types.empty() ? "" : ",") + m;
     ckpt::write_safetensors(t, o.dump, {{"media_type", types}});

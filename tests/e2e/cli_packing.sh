@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# data.packing=samples (data/packing.h): on a datamix of images (thumb+tile), multi-image, video, text-only and
-# region samples, 10 fp32 steps packed give the unpacked run's per-step losses and weights within 1e-5 relative, on
-# 1 rank and on 2 Gloo ranks (full_shard); a packed run killed with SIGKILL resumes to bit-identical weights and
-# optimizer state; the metrics report the packing; `plm data check` and `plm data preview` show it.
+# data.packing (data/packing.h): on a datamix of images (thumb+tile), multi-image, video, text-only and region
+# samples, 10 fp32 steps with packing: samples give the unpacked run's per-step losses and weights within 1e-5
+# relative, on 1 rank and on 2 Gloo ranks (full_shard); runs with packing: samples and packing: tokens killed with
+# SIGKILL resume to bit-identical weights and optimizer state; packing: tokens fills its micro-batches, refuses to
+# resume on another number of ranks and to run without global_tokens, each with one sentence; the metrics report
+# the packing; `plm data check` and `plm data preview` show it.
 # Usage: tests/e2e/cli_packing.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -66,24 +68,59 @@ assert 0 < ue < pe <= 1, (ue, pe)
 print(f"packing efficiency {ue:.3f} unpacked -> {pe:.3f} packed, "
       f"{np.mean([r['data/samples_per_row'] for r in p]):.2f} samples per row")
 PY
-grep -q "packed attention (cpu Float head size 16): causal attention per sequence" packed.log ||
+grep -q "packed attention (cpu Float head size 16): causal attention over length buckets" packed.log ||
   fail "the packed run did not log its attention path"
 
-# SIGKILL after the step-5 checkpoint, inside a later step, then resume: bit-identical to the uninterrupted run.
-"$PLM" train "$ROOT/recipes/demo/stage3.yaml" dump_dir=killed "${common[@]}" data.batch_size=8 data.packing=samples \
-  > killed1.log 2>&1 &
-pid=$!
-wait_for $pid test -f killed/checkpoints/0000000005/manifest.json
-wait_for $pid grep -q "step 6/10" killed1.log
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-[ -f killed/checkpoints/0000000010/manifest.json ] && fail "the run finished before it was killed (the test proves nothing)"
-"$PLM" train "$ROOT/recipes/demo/stage3.yaml" dump_dir=killed "${common[@]}" data.batch_size=8 data.packing=samples \
-  > killed2.log 2>&1 || fail "the resumed run exited $?: $(tail -2 killed2.log)"
-grep -q "resumed from .*0000000005 at step 5" killed2.log || fail "the run did not resume from step 5"
-for f in model optimizer; do
-  cmp -s packed/checkpoints/0000000010/$f.safetensors killed/checkpoints/0000000010/$f.safetensors ||
-    fail "$f state after SIGKILL + resume differs from the uninterrupted packed run"
+# SIGKILL after the step-5 checkpoint, inside a later step, then resume: bit-identical to the uninterrupted run, with
+# packing: samples (vs the run above) and packing: tokens (micro-batches of up to 3 rows of 512).
+tokens=(data.packing=tokens data.batch_size=3)
+"$PLM" train "$ROOT/recipes/demo/stage3.yaml" dump_dir=tokens "${common[@]}" "${tokens[@]}" > tokens.log 2>&1 ||
+  fail "the packing: tokens run exited $?: $(tail -2 tokens.log)"
+kill_and_resume() {  # name, reference run, then overrides
+  local name=$1 ref=$2; shift 2
+  "$PLM" train "$ROOT/recipes/demo/stage3.yaml" dump_dir=$name "${common[@]}" "$@" > ${name}1.log 2>&1 &
+  local pid=$!
+  wait_for $pid test -f $name/checkpoints/0000000005/manifest.json
+  wait_for $pid grep -q "step 6/10" ${name}1.log
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  [ -f $name/checkpoints/0000000010/manifest.json ] && fail "$name finished before it was killed (the test proves nothing)"
+  "$PLM" train "$ROOT/recipes/demo/stage3.yaml" dump_dir=$name "${common[@]}" "$@" > ${name}2.log 2>&1 ||
+    fail "the resumed $name exited $?: $(tail -2 ${name}2.log)"
+  grep -q "resumed from .*0000000005 at step 5" ${name}2.log || fail "$name did not resume from step 5"
+  for f in model optimizer; do
+    cmp -s $ref/checkpoints/0000000010/$f.safetensors $name/checkpoints/0000000010/$f.safetensors ||
+      fail "$f state after SIGKILL + resume differs from the uninterrupted $ref run"
+  done
+}
+kill_and_resume killed packed data.batch_size=8 data.packing=samples
+kill_and_resume killed_tokens tokens "${tokens[@]}"
+"$PY" - "$tmp" <<'PY' || fail "packing: tokens did not fill its micro-batches"
+import json, sys
+rows = [json.loads(l) for l in open(f"{sys.argv[1]}/tokens/metrics.jsonl")]
+spr = [r["data/samples_per_row"] for r in rows if r["acc_step"] == 0]
+eff = [r["data/packing_efficiency"] for r in rows if r["acc_step"] == 0]
+# Micro-batches of 3 rows of 512 hold 2-4 samples a row, a different number from step to step.
+assert len(spr) == 10 and min(spr) >= 2 and len(set(spr)) > 1, spr
+print(f"packing: tokens: {min(spr):.2f}-{max(spr):.2f} samples per row, efficiency {sum(eff) / len(eff):.3f}")
+PY
+# packing: tokens on 2 ranks (each its own share of the stream, the run's data state gathered from both): the step-5
+# checkpoint resumed on 2 ranks ends with the uninterrupted run's shards, byte for byte.
+run tokens2 2 distributed.fsdp_type=full_shard "${tokens[@]}"
+mkdir -p tokens2r/checkpoints && cp -r tokens2/checkpoints/0000000005 tokens2r/checkpoints/
+run tokens2r 2 distributed.fsdp_type=full_shard "${tokens[@]}"
+grep -q "resumed from .*0000000005 at step 5" tokens2r.log || fail "tokens2r did not resume from step 5"
+for f in tokens2/checkpoints/0000000010/*.shard-*.safetensors; do
+  cmp -s "$f" "tokens2r/checkpoints/0000000010/$(basename "$f")" || fail "$(basename "$f") differs after a 2-rank resume"
 done
+# packing: tokens resumes only on its own number of ranks, and needs global_tokens: one sentence each.
+"$PLM" launch --nproc-per-node 2 "$ROOT/recipes/demo/stage3.yaml" dump_dir="$tmp/tokens" "${common[@]}" \
+  "${tokens[@]}" steps=12 > tokens_2ranks.log 2>&1 && fail "a 1-rank packing: tokens checkpoint resumed on 2 ranks"
+grep -q "tokens/checkpoints/0000000010/train_state.json: its data position comes from a data.packing=tokens run on 1 rank and this run has 2 ranks" \
+  tokens_2ranks.log || fail "resuming packing: tokens on other ranks: $(grep -m1 -i "error\|rank" tokens_2ranks.log)"
+"$PLM" config validate "$ROOT/recipes/demo/stage3.yaml" data.packing=tokens > tokens_norm.err 2>&1 &&
+  fail "packing: tokens with loss_normalization reference was accepted"
+grep -q "data.packing.*needs optim.loss_normalization: global_tokens" tokens_norm.err ||
+  fail "packing: tokens without global_tokens: $(cat tokens_norm.err)"
 
 # Before training: plm data check says what packing would give, plm data preview shows packed rows.
 "$PLM" data check "$ROOT/recipes/demo/stage3.yaml" "${common[@]:0:3}" data.batch_size=8 --json > check.json 2> check.err ||
@@ -94,6 +131,7 @@ p = json.load(open(sys.argv[1]))["packing"]
 assert p["batch_size"] == 8 and p["row_tokens"] == 512, p
 assert 0 < p["none"]["efficiency"] < p["samples"]["efficiency"] <= 1, p
 assert p["samples"]["rows"] < p["none"]["rows"] == p["micro_batches"] * 8, p
+assert p["tokens"]["samples_per_micro_batch"] > 8 and p["tokens"]["efficiency"] >= p["samples"]["efficiency"], p
 print(f"plm data check: packing {p['none']['efficiency']:.3f} -> {p['samples']['efficiency']:.3f}, "
       f"{p['samples']['samples_per_row']:.2f} samples per row")
 PY

@@ -12,6 +12,7 @@
 
 #include "plm/config/source.h"
 #include "plm/data/loader.h"
+#include "plm/data/packing.h"
 #include "plm/media/tiling.h"
 #include "plm/text/tokenizer.h"
 #include "scratch.h"
@@ -505,4 +506,103 @@ TEST_CASE("a row whose images cannot fit in max_seqlen is rejected before any im
       CHECK_THAT(e.what(), Catch::Contains(std::to_string(n) + " images"));
     }
   }
+}
+
+namespace {
+
+/// The samples of a packed batch in order with their token counts (segments list them row by row).
+std::vector<std::pair<int64_t, int64_t>> slots_and_lengths(const Batch& b) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  size_t k = 0;
+  for (const auto& row : b.segments)
+    for (const int64_t n : row) out.emplace_back(b.slots[k++], n);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("loader: packing tokens fills batches to the row budget from this rank's slots and resumes exactly") {
+  Scratch s("plm_data_tokens");
+  const auto mix = mix3(s);
+  for (const int64_t world : {1, 2}) {
+    CAPTURE(world);
+    std::vector<std::vector<Batch>> uninterrupted(static_cast<size_t>(world));
+    std::vector<StreamState> after3;
+    for (int64_t rank = 0; rank < world; ++rank) {
+      LoaderOptions o;
+      o.batch_size = 2;  // rows of 96 tokens per batch
+      o.packing = config::Packing::tokens;
+      o.rank = rank;
+      o.world_size = world;
+      DataLoader loader(mix, text_preprocessor(), o);
+      int64_t next_slot = rank;
+      for (int i = 0; i < 8; ++i) {
+        uninterrupted[static_cast<size_t>(rank)].push_back(loader.next());
+        if (i == 2) after3.push_back(StreamState::from_json(loader.state_json()));
+      }
+      for (size_t i = 0; i < 8; ++i) {
+        const Batch& b = uninterrupted[static_cast<size_t>(rank)][i];
+        REQUIRE(b.packed());
+        CHECK(b.input_ids.size(0) <= o.batch_size);
+        // This rank's slots, each once and in order: rank, rank + world, ...
+        std::vector<int64_t> lengths;
+        std::vector<int64_t> slots;
+        for (const auto& [slot, n] : slots_and_lengths(b)) slots.push_back(slot), lengths.push_back(n);
+        std::sort(slots.begin(), slots.end());
+        for (const int64_t slot : slots) {
+          CHECK(slot == next_slot);
+          next_slot += world;
+        }
+        // Full: the next batch's first sample would have needed a third row.
+        if (i + 1 < 8) {
+          const auto next = slots_and_lengths(uninterrupted[static_cast<size_t>(rank)][i + 1]);
+          const auto first = std::min_element(next.begin(), next.end());
+          lengths.push_back(first->second);
+          CHECK(static_cast<int64_t>(first_fit_decreasing(lengths, 96).size()) > o.batch_size);
+        }
+      }
+    }
+    // Every rank resumed from the run's state after batch 3 continues with its uninterrupted batches 4..8.
+    const std::string run_state = ranks_state_json(after3);
+    for (int64_t rank = 0; rank < world; ++rank) {
+      LoaderOptions o;
+      o.batch_size = 2;
+      o.packing = config::Packing::tokens;
+      o.rank = rank;
+      o.world_size = world;
+      DataLoader resumed(mix, text_preprocessor(), o, run_state);
+      for (size_t i = 3; i < 8; ++i) {
+        const Batch b = resumed.next();
+        const Batch& want = uninterrupted[static_cast<size_t>(rank)][i];
+        CHECK(b.sample_ids == want.sample_ids);
+        CHECK(at::equal(b.input_ids, want.input_ids));
+      }
+      // Another number of ranks, or another packing mode, is refused with a sentence naming both.
+      o.world_size = world + 1;
+      CHECK_THROWS_WITH(DataLoader(mix, text_preprocessor(), o, run_state),
+                        Catch::Contains("on " + std::to_string(world) + (world == 1 ? " rank" : " ranks")) &&
+                            Catch::Contains("this run has " + std::to_string(world + 1) + " ranks"));
+      o.world_size = world;
+      o.packing = config::Packing::samples;
+      CHECK_THROWS_WITH(DataLoader(mix, text_preprocessor(), o, run_state), Catch::Contains("data.packing=tokens"));
+    }
+  }
+  // From another mode's single position every rank starts at its first slot at or after it.
+  LoaderOptions o;
+  o.batch_size = 2;
+  o.packing = config::Packing::tokens;
+  o.rank = 1;
+  o.world_size = 2;
+  StreamState at5;
+  {
+    LoaderOptions plain;
+    plain.batch_size = 5;
+    DataLoader first(mix, text_preprocessor(), plain);
+    first.next();
+    at5 = StreamState::from_json(first.state_json());
+  }
+  REQUIRE(at5.slot == 5);
+  DataLoader from_plain(mix, text_preprocessor(), o, at5.to_json());
+  const auto got = slots_and_lengths(from_plain.next());
+  CHECK(std::min_element(got.begin(), got.end())->first == 5);
 }

@@ -28,7 +28,7 @@ enum class ModelDtype { bf16, fp16, fp32 };
 enum class Device { auto_, cpu, cuda };
 enum class LossNormalization { reference, global_tokens };
 enum class NanPolicy { abort, skip };
-enum class Packing { none, samples };
+enum class Packing { none, samples, tokens };
 
 inline const std::vector<const char*>& names_of(FsdpType) {
   static const std::vector<const char*> names{"no_shard", "full_shard"};
@@ -51,7 +51,7 @@ inline const std::vector<const char*>& names_of(NanPolicy) {
   return names;
 }
 inline const std::vector<const char*>& names_of(Packing) {
-  static const std::vector<const char*> names{"none", "samples"};
+  static const std::vector<const char*> names{"none", "samples", "tokens"};
   return names;
 }
 
@@ -201,7 +201,9 @@ struct DataArgs {
   std::string registry = "configs/datasets.yaml";  // the dataset registry (PLM hard-codes its own file)
   bool pad_to_longest = false;                     // pad batches to their longest sample, not model.max_seqlen
   // samples: each training micro-batch's samples laid into as few rows of model.max_seqlen as hold them, each
-  // attending only to itself (data/packing.h); the loss is the unpacked batch's. Validation stays unpacked.
+  // attending only to itself (data/packing.h); the loss is the unpacked batch's. tokens: each micro-batch takes
+  // this rank's next samples while they fit data.batch_size packed rows, so samples per step vary (needs
+  // optim.loss_normalization: global_tokens). Validation stays unpacked.
   Packing packing = Packing::none;
   bool strict = false;           // a sample that cannot be used stops the run instead of being skipped
   int64_t prefetch_batches = 4;  // batches decoded ahead of the trainer

@@ -196,6 +196,10 @@ std::vector<std::string> validate(const Loaded& loaded) {
   check_data(a.data, c);
   check_optim(a.optim, c);
   check_distributed(a.distributed, c);
+  c.require(a.data.packing != Packing::tokens || a.optim.loss_normalization == LossNormalization::global_tokens,
+            "data.packing",
+            "is tokens, which needs optim.loss_normalization: global_tokens (micro-batches hold different numbers of "
+            "samples, so only the step's token mean weighs every sample alike)");
   c.at_least<int64_t>(a.checkpoint.dump.every, 1, "checkpoint.dump.every");
   c.at_least<int64_t>(a.checkpoint.dump.keep, 0, "checkpoint.dump.keep");
   c.at_least<int64_t>(a.checkpoint.eval.every, 1, "checkpoint.eval.every");

@@ -7,8 +7,11 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "plm/common/log.h"
 #include "plm/config/source.h"
+#include "plm/data/packing.h"
 
 namespace plm::data {
 
@@ -32,7 +35,8 @@ struct DataLoader::Impl {
     std::vector<ProcessedSample> samples;
     int64_t done = 0;
     std::exception_ptr error;
-    StreamState after;  // the stream state once this batch's global slots are consumed
+    StreamState after;   // the stream state once this batch's global slots are consumed
+    StreamState before;  // packing: tokens (one sample per Pending): the state at this rank's slot
   };
   std::map<int64_t, Pending> pending;
   int64_t next_batch_to_queue = 0, next_batch_to_return = 0;
@@ -56,8 +60,32 @@ struct DataLoader::Impl {
     p.after = stream->state();
   }
 
+  bool by_tokens() const { return o.packing == config::Packing::tokens; }
+
+  // packing: tokens: queues this rank's next sample alone (the global slots j with j % world_size == rank).
+  void queue_sample() {
+    while (stream->state().slot % o.world_size != o.rank) stream->next();
+    const int64_t b = next_batch_to_queue++;
+    Pending& p = pending[b];
+    p.samples.resize(1);
+    p.before = stream->state();
+    const int64_t slot = p.before.slot;
+    jobs.push_back({b, 0, slot, stream->next()});
+    p.after = stream->state();
+  }
+
+  // Samples (tokens) or batches queued ahead of the consumer.
+  int64_t ahead() const {
+    return by_tokens() ? std::max<int64_t>(8, 2 * o.prefetch_batches * o.batch_size) : o.prefetch_batches;
+  }
+
   void fill_queue() {
-    while (!stopping && next_batch_to_queue < next_batch_to_return + o.prefetch_batches) queue_batch();
+    while (!stopping && next_batch_to_queue < next_batch_to_return + ahead()) {
+      if (by_tokens())
+        queue_sample();
+      else
+        queue_batch();
+    }
   }
 
   void count_skip(const Candidate& c, const SampleError& e) {
@@ -122,10 +150,44 @@ struct DataLoader::Impl {
       if (error && !p.error) p.error = error;
       p.samples[static_cast<size_t>(job.index)] = std::move(result);
       ++p.done;
-      if (p.done == o.batch_size) batch_ready.notify_all();
+      if (p.done == static_cast<int64_t>(p.samples.size())) batch_ready.notify_all();
     }
   }
 };
+
+namespace {
+
+// The position a loader starts from: a single stream state, or (packing: tokens) this rank's of every rank's.
+StreamState start_state(const std::string& text, const LoaderOptions& o) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("malformed data stream state: ") + e.what());
+  }
+  if (!j.contains("ranks")) return StreamState::from_json(text);
+  const auto& ranks = j.at("ranks");
+  const auto ranks_of = [](size_t n) { return std::to_string(n) + (n == 1 ? " rank" : " ranks"); };
+  if (o.packing != config::Packing::tokens)
+    throw config::ConfigError("its data position comes from a data.packing=tokens run on " + ranks_of(ranks.size()) +
+                              ", in which every rank has its own place in the stream; resume it with "
+                              "data.packing=tokens on " +
+                              ranks_of(ranks.size()) + ".");
+  if (static_cast<int64_t>(ranks.size()) != o.world_size)
+    throw config::ConfigError("its data position comes from a data.packing=tokens run on " + ranks_of(ranks.size()) +
+                              " and this run has " + ranks_of(static_cast<size_t>(o.world_size)) +
+                              "; with packing: tokens every rank has its own place in the stream, so resume on " +
+                              ranks_of(ranks.size()) + ".");
+  return StreamState::from_json(ranks.at(static_cast<size_t>(o.rank)).dump());
+}
+
+}  // namespace
+
+std::string ranks_state_json(const std::vector<StreamState>& ranks) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const StreamState& s : ranks) list.push_back(nlohmann::json::parse(s.to_json()));
+  return nlohmann::json{{"ranks", list}}.dump();
+}
 
 DataLoader::DataLoader(std::vector<MixEntry> mix, std::shared_ptr<const Preprocessor> preprocess, LoaderOptions options,
                        const std::string& start)
@@ -143,7 +205,7 @@ DataLoader::DataLoader(std::vector<MixEntry> mix, std::shared_ptr<const Preproce
     weights.push_back(e.weight);
     sizes.push_back(m.sources.back()->size());
   }
-  StreamState state = start.empty() ? StreamState{} : StreamState::from_json(start);
+  StreamState state = start.empty() ? StreamState{} : start_state(start, options_);
   m.returned_state = state;
   m.stream = std::make_unique<SampleStream>(weights, sizes, options_.seed, state);
   {
@@ -165,6 +227,7 @@ DataLoader::~DataLoader() {
 
 Batch DataLoader::next() {
   Impl& m = *impl_;
+  if (m.by_tokens()) return next_by_tokens();
   std::unique_lock<std::mutex> lock(m.mutex);
   const int64_t b = m.next_batch_to_return;
   m.batch_ready.wait(lock, [&] { return m.pending[b].done == options_.batch_size; });
@@ -176,7 +239,39 @@ Batch DataLoader::next() {
   lock.unlock();
   m.work_ready.notify_all();
   if (p.error) std::rethrow_exception(p.error);
-  return collate(p.samples, m.preprocess->options().seq_len, options_.pad_id, options_.pad_to_longest, options_.pack);
+  return collate(p.samples, m.preprocess->options().seq_len, options_.pad_id, options_.pad_to_longest,
+                 options_.packing == config::Packing::samples);
+}
+
+// packing: tokens. This rank's samples in order while first-fit decreasing lays them into at most batch_size rows;
+// the first that would need another row starts the next batch (a batch holds at least one sample).
+Batch DataLoader::next_by_tokens() {
+  Impl& m = *impl_;
+  std::vector<ProcessedSample> taken;
+  std::vector<int64_t> lengths;
+  const int64_t seq_len = m.preprocess->options().seq_len;
+  std::unique_lock<std::mutex> lock(m.mutex);
+  while (true) {
+    const int64_t b = m.next_batch_to_return;
+    m.batch_ready.wait(lock, [&] { return m.pending[b].done == 1; });
+    Impl::Pending& p = m.pending[b];
+    if (p.error) {
+      const std::exception_ptr error = p.error;
+      lock.unlock();
+      std::rethrow_exception(error);
+    }
+    lengths.push_back(std::max<int64_t>(static_cast<int64_t>(p.samples[0].ids.size()) - 1, 0));
+    if (!taken.empty() && static_cast<int64_t>(first_fit_decreasing(lengths, seq_len).size()) > options_.batch_size)
+      break;  // stays queued: the next batch starts with it
+    taken.push_back(std::move(p.samples[0]));
+    m.pending.erase(b);
+    ++m.next_batch_to_return;
+    m.fill_queue();
+    m.work_ready.notify_all();
+  }
+  m.returned_state = m.pending[m.next_batch_to_return].before;  // fill_queue keeps the next sample queued
+  lock.unlock();
+  return collate(taken, seq_len, options_.pad_id, options_.pad_to_longest, /*pack=*/true);
 }
 
 std::string DataLoader::state_json() const {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "plm/config/args.h"
 #include "plm/data/collate.h"
 #include "plm/data/jsonl_source.h"
 #include "plm/data/registry.h"
@@ -22,11 +23,17 @@ struct LoaderOptions {
   int64_t prefetch_batches = 4;
   int64_t pad_id = 128001;
   bool pad_to_longest = false;
-  bool pack = false;      // data.packing: samples: each batch's samples packed into rows (data/packing.h)
+  // data.packing: samples: each batch's batch_size samples packed into rows (data/packing.h); tokens: each batch
+  // takes this rank's next samples while they fit batch_size packed rows of seq_len (this rank's samples: the
+  // global slots j with j % world_size == rank, in order).
+  config::Packing packing = config::Packing::none;
   bool strict = false;    // a sample that cannot be used throws instead of being replaced
   int max_attempts = 64;  // replacements tried for one slot before giving up
   uint64_t seed = 42;
 };
+
+/// The positions of every rank of a packing: tokens run, rank by rank: {"ranks": [state, ...]}.
+std::string ranks_state_json(const std::vector<StreamState>& ranks);
 
 /// Why samples were skipped, per dataset: counts[dataset][reason].
 using SkipCounts = std::map<std::string, std::map<std::string, int64_t>>;
@@ -51,6 +58,10 @@ class DataLoader {
 
   /// JSON of the stream position after the last batch returned (identical on every rank). Passing it to the
   /// constructor continues with the next batch, also with another world size or worker count.
+  /// With packing: tokens each rank has its own position (this rank's next slot); the run's state is every rank's,
+  /// ranks_state_json(), which the constructor reads back on the same number of ranks only (it throws
+  /// config::ConfigError naming the world sizes otherwise), or a single position (another packing mode's), from
+  /// which every rank starts at its first slot at or after it.
   std::string state_json() const;
 
   /// Skipped samples so far (this rank's).
@@ -61,6 +72,7 @@ class DataLoader {
 
  private:
   struct Impl;
+  Batch next_by_tokens();
   std::unique_ptr<Impl> impl_;
   LoaderOptions options_;
 };

@@ -22,7 +22,7 @@ LoaderFactory make_loader_factory(const config::TrainArgs& args, int64_t rank, i
   o.num_workers = args.data.num_workers.value_or(2);
   o.prefetch_batches = args.data.prefetch_batches;
   o.pad_to_longest = args.data.pad_to_longest;
-  o.pack = args.data.packing == config::Packing::samples;
+  o.packing = args.data.packing;
   o.strict = args.data.strict;
   o.seed = static_cast<uint64_t>(args.data.seed);
   const text::TokenId eos = p.tokenizer->special_id("<|end_of_text|>");

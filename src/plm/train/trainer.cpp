@@ -146,6 +146,7 @@ struct Trainer::Impl {
 
   void setup();
   StepBatches read_step();
+  std::string run_data_state();
   void forward_backward(const data::Batch& batch, int64_t loss_tokens, double scale);
   void settle_losses();
   double loss_scale(const StepBatches& step, size_t micro_batch) const;
@@ -259,12 +260,18 @@ void Trainer::Impl::setup() {
   if (resume_step.item<int64_t>() == -2)
     throw ckpt::CheckpointError("rank 0 found no checkpoint that verifies in '" + store->root() +
                                 "' and refused to start (its log says why).");
-  if (const int64_t step = resume_step.item<int64_t>(); step >= 0) {
-    restore(store->step_dir(step));
+  const int64_t resumed = resume_step.item<int64_t>();
+  if (resumed >= 0) {
+    restore(store->step_dir(resumed));
     last_saved_step = state.step;
   }
   run_start_step = state.step;
-  loader = loaders.loader(state.window_data_state);
+  try {
+    loader = loaders.loader(state.window_data_state);
+  } catch (const config::ConfigError& e) {  // a data state this run cannot continue: name the checkpoint
+    if (resumed < 0) throw;
+    throw config::ConfigError(store->step_dir(resumed) + "/train_state.json: " + e.what());
+  }
 
   std::string peak_source;
   peak = peak_flops(args.logging.peak_tflops, compute, device, &peak_source);
@@ -290,7 +297,7 @@ StepBatches Trainer::Impl::read_step() {
     step.batches.push_back(loader->next());
     step.data_seconds_each.push_back(seconds_since(one));
   }
-  step.data_state_after = loader->state_json();
+  step.data_state_after = run_data_state();
   step.data_seconds = seconds_since(start);
   if (args.data.show_first_batch && leader() && !first_batch_shown) {  // PLM's show_first_batch, on rank 0
     first_batch_shown = true;
@@ -309,6 +316,26 @@ StepBatches Trainer::Impl::read_step() {
   sum_over_ranks(*world, total);
   step.step_loss_tokens = total[0];
   return step;
+}
+
+// The data position a checkpoint records: the loader's, the same on every rank, or with data.packing=tokens every
+// rank's own (gathered in one all-reduce of a few numbers; doubles hold slots and cursors exactly below 2^53).
+std::string Trainer::Impl::run_data_state() {
+  const std::string mine = loader->state_json();
+  if (args.data.packing != config::Packing::tokens) return mine;
+  const data::StreamState s = data::StreamState::from_json(mine);
+  const size_t width = 1 + s.cursors.size(), ranks = static_cast<size_t>(world->size());
+  const size_t at = static_cast<size_t>(world->rank()) * width;
+  std::vector<double> all(width * ranks, 0.0);
+  all[at] = static_cast<double>(s.slot);
+  for (size_t i = 0; i < s.cursors.size(); ++i) all[at + 1 + i] = static_cast<double>(s.cursors[i]);
+  sum_over_ranks(*world, all);
+  std::vector<data::StreamState> states(ranks);
+  for (size_t r = 0; r < ranks; ++r) {
+    states[r].slot = static_cast<int64_t>(all[r * width]);
+    for (size_t i = 1; i < width; ++i) states[r].cursors.push_back(static_cast<int64_t>(all[r * width + i]));
+  }
+  return data::ranks_state_json(states);
 }
 
 // Gradients are summed over ranks, so the scale decides what the step's gradient means:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # data.packing on this machine (not a test): training samples/s of the demo's stage-1 and stage-2 recipes (from
 # scratch, fp32, the recipes' own batch and rows) with rows as the reference pads them (one sample per row of
-# model.max_seqlen), padded to the longest sample (the demo recipes' data.pad_to_longest), and packed; then the
+# model.max_seqlen), padded to the longest sample (the demo recipes' data.pad_to_longest), packed (data.packing:
+# samples) and filled to data.batch_size rows (data.packing: tokens, so more samples a step); then the
 # packing efficiency (the samples' share of row tokens) that PLM-1B's stage 1/2/3 shapes (448-px tiles, rows of
 # 1,280 / 6,144 / 11,520, their batch sizes) would get on the demo's datamix of each stage, from `plm data check`.
 # Usage: bench/packing_bench.sh [steps per run, default 40]     (OUT=folder keeps the data and runs; default /tmp)
@@ -18,7 +19,8 @@ echo "training samples/s on $(nproc) cores, $STEPS steps per run (median over lo
 for stage in 1 2; do
   for layout in "reference:data.packing=none data.pad_to_longest=false" \
                 "pad_to_longest:data.packing=none data.pad_to_longest=true" \
-                "packed:data.packing=samples data.pad_to_longest=false"; do
+                "packed:data.packing=samples data.pad_to_longest=false" \
+                "tokens:data.packing=tokens data.pad_to_longest=false optim.loss_normalization=global_tokens"; do
     name="${layout%%:*}"
     rm -rf "$OUT/stage${stage}_$name"
     # shellcheck disable=SC2086

@@ -71,7 +71,6 @@ struct DataLoader::Impl {
     p.before = stream->state();
     const int64_t slot = p.before.slot;
     jobs.push_back({b, 0, slot, stream->next()});
-    p.after = stream->state();
   }
 
   // Samples (tokens) or batches queued ahead of the consumer.

@@ -42,8 +42,11 @@ Batch collate(const std::vector<ProcessedSample>& samples, int64_t seq_len, int6
       for (int64_t p = 0; p < n; ++p) in_a[r][offset + p] = s.ids[p];
       for (const int64_t j : s.response_pos)
         if (j >= 1) lab_a[r][offset + j - 1] = s.ids[j];
+      // Unpacked, as the reference: any position inside the row (one past the inputs is padding); packed, only the
+      // sample's own inputs, so that no image slot lands in the next sample.
+      const int64_t limit = pack ? n : len;
       for (size_t k = 0; k < s.image_pos.size(); ++k)
-        if (s.image_pos[k] < n) pos_a[r][offset + s.image_pos[k]] = static_cast<int64_t>(k);
+        if (s.image_pos[k] < limit) pos_a[r][offset + s.image_pos[k]] = static_cast<int64_t>(k);
       if (pack) batch.positions[r].narrow(0, offset, n).copy_(at::arange(n, at::kLong));
       segments.push_back(n);
       offset += n;

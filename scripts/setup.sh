@@ -15,7 +15,7 @@ APT_PACKAGES=(
   libpcre2-dev nlohmann-json3-dev libcli11-dev catch2 libgloo-dev
   libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler clang
 )
-PY_PACKAGES=(numpy pyyaml transformers timm tiktoken safetensors pillow av torchcodec sentencepiece tensorboard)
+PY_PACKAGES=(numpy pyyaml transformers peft timm tiktoken safetensors pillow av torchcodec sentencepiece tensorboard)
 
 say() { echo "[setup] $*"; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -49,6 +49,9 @@ void add_generate_command(CLI::App& app, int& exit_code);
 /// `plm eval ...`.
 void add_eval_command(CLI::App& app, int& exit_code);
 
+/// `plm export --hf|--plm OUT_DIR CKPT [--tokenizer PATH] [--dtype D] [--max-shard-size GB]`.
+void add_export_command(CLI::App& app, int& exit_code);
+
 /// `plm launch --nproc-per-node N [--master-port P] (RECIPE [k=v ...] | -- SUBCOMMAND ...)` and `plm dist check`.
 void add_launch_command(CLI::App& app, int& exit_code);
 

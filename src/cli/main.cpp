@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   plm::cli::add_train_command(app, exit_code);
   plm::cli::add_generate_command(app, exit_code);
   plm::cli::add_eval_command(app, exit_code);
+  plm::cli::add_export_command(app, exit_code);
   plm::cli::add_launch_command(app, exit_code);
   try {
     app.parse(argc, argv);

@@ -271,6 +271,41 @@ TEST_CASE("Hugging Face folders: one file, or an index with shards") {
   }
 }
 
+TEST_CASE("write_safetensors_dir shards by size in map order and replaces an earlier export") {
+  Scratch s;
+  const TensorMap all = all_dtypes();
+  uint64_t total = 0, largest = 0;
+  for (const auto& [name, t] : all) {
+    const auto bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    total += bytes;
+    largest = std::max(largest, bytes);
+  }
+  // Any limit: every shard within it unless it holds one tensor, shards in map order, the folder reads back whole.
+  for (const uint64_t limit : {total, largest, largest / 2 + 1, uint64_t{1}, total / 3 + 1}) {
+    INFO("limit " << limit);
+    const auto files = write_safetensors_dir(all, s.dir.string(), limit, {{"format", "pt"}});
+    check_same(read_safetensors_dir(s.dir.string()), all);
+    std::vector<std::string> order;
+    for (const auto& f : files) {
+      if (f.size() > 5 && f.compare(f.size() - 5, 5, ".json") == 0) continue;
+      const TensorMap shard = read_safetensors(f);
+      uint64_t bytes = 0;
+      for (const auto& [name, t] : shard)
+        bytes += static_cast<uint64_t>(t.numel()) * t.element_size(), order.push_back(name);
+      CHECK((bytes <= limit || shard.size() == 1));
+      CHECK(read_safetensors_metadata(f).at("format") == "pt");
+    }
+    std::vector<std::string> want;
+    for (const auto& [name, t] : all) want.push_back(name);
+    CHECK(order == want);
+    // Nothing of another export is left: one file alone, or exactly the listed shards and the index.
+    size_t on_disk = 0;
+    for (const auto& e : fs::directory_iterator(s.dir)) on_disk += e.path().extension() != ".log";
+    CHECK(on_disk == files.size());
+    CHECK(fs::exists(s.path("model.safetensors")) == (files.size() == 1));
+  }
+}
+
 TEST_CASE("safetensors errors name the file and the tensor") {
   Scratch s;
   const auto error = [&](const std::string& bytes) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/checkpoint_store.h"
+#include "plm/ckpt/hf_config.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
@@ -45,72 +46,6 @@ bool has_hf_names(const NamedTensors& t) {
 }
 
 }  // namespace
-
-config::ModelArgs model_args_from_hf_config(const std::string& text, const std::string& origin) {
-  json c;
-  try {
-    c = json::parse(text);
-  } catch (const json::exception& e) {
-    throw CheckpointError("'" + origin + "' is not valid JSON (" + e.what() + ").");
-  }
-  auto need = [&](const json& obj, const char* key) -> const json& {
-    if (!obj.contains(key))
-      throw CheckpointError("'" + origin + "' has no '" + key + "'; is it a PerceptionLM config?");
-    return obj.at(key);
-  };
-  const json& t = need(c, "text_config");
-  config::ModelArgs a;
-  a.dim = need(t, "hidden_size").get<int64_t>();
-  a.n_layers = need(t, "num_hidden_layers").get<int64_t>();
-  a.n_heads = need(t, "num_attention_heads").get<int64_t>();
-  a.n_kv_heads = t.value("num_key_value_heads", *a.n_heads);
-  if (t.contains("head_dim") && !t["head_dim"].is_null()) a.head_dim = t["head_dim"].get<int64_t>();
-  a.vocab_size = need(t, "vocab_size").get<int64_t>();
-  a.norm_eps = t.value("rms_norm_eps", 1e-5);
-  a.max_seqlen = t.value("max_position_embeddings", a.max_seqlen);
-  // PLM's FFN width is a formula; pick multiple_of so the formula lands on intermediate_size exactly.
-  const auto hidden = need(t, "intermediate_size").get<int64_t>();
-  const auto base = static_cast<int64_t>(2.0 * (4 * a.dim) / 3.0);
-  if (base <= hidden) {
-    a.ffn_dim_multiplier.reset();
-    a.multiple_of = hidden;
-  } else {
-    a.ffn_dim_multiplier = (static_cast<double>(hidden) + 0.5) / static_cast<double>(base);
-    a.multiple_of = 1;
-  }
-  const json rope = t.contains("rope_parameters") ? t["rope_parameters"] : t.value("rope_scaling", json());
-  a.rope_theta = rope.is_object() && rope.contains("rope_theta") ? rope["rope_theta"].get<double>()
-                                                                 : t.value("rope_theta", 10000.0);
-  if (rope.is_object() && rope.value("rope_type", std::string()) == "llama3") {
-    a.rope_scale_factor = static_cast<int64_t>(rope.value("factor", 1.0));
-    a.low_freq_factor = static_cast<int64_t>(rope.value("low_freq_factor", 1.0));
-    a.high_freq_factor = static_cast<int64_t>(rope.value("high_freq_factor", 4.0));
-    a.old_context_len = rope.value("original_max_position_embeddings", int64_t{8192});
-  }
-  a.weight_tying = c.value("tie_word_embeddings", t.value("tie_word_embeddings", false));
-  a.pooling_ratio = c.value("projector_pooling_ratio", int64_t{1});
-  if (c.contains("vision_config")) {
-    const json& vc = c["vision_config"];
-    const json& m = need(vc, "model_args");
-    const std::string arch = vc.value("architecture", std::string());
-    const bool gigantic = arch.find("gigantic") != std::string::npos;
-    config::VisionModelArgs v;
-    // The timm architectures the HF converter uses: PE-Core L/14 (1024 wide, 16 heads, CLS) and G/14 (1536, 16, none).
-    v.width = m.value("embed_dim", int64_t{gigantic ? 1536 : 1024});
-    v.layers = need(m, "depth").get<int64_t>();
-    v.heads = m.value("num_heads", int64_t{16});
-    v.mlp_ratio = m.value("mlp_ratio", gigantic ? 8960.0 / 1536.0 : 4.0);
-    v.patch_size = m.value("patch_size", int64_t{14});
-    const json size = m.value("img_size", json(448));
-    v.image_size = size.is_array() ? size[0].get<int64_t>() : size.get<int64_t>();
-    v.use_cls_token = c.value("vision_use_cls_token", !gigantic);
-    if (m.contains("init_values") && !m["init_values"].is_null()) v.ls_init_value = m["init_values"].get<double>();
-    v.use_ln_post = m.value("use_post_transformer_norm", false);
-    v.pool_type = "none";
-    a.vision_model = v;
-  }
-  return a;
-}
 
 namespace {
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "plm/ckpt/hf_config.h"
 #include "plm/ckpt/name_maps.h"
 #include "plm/config/args.h"
 #include "plm/model/perception_lm.h"
@@ -19,9 +20,6 @@ namespace plm::ckpt {
 /// Throws CheckpointError naming the file when neither exists or a value cannot be mapped, and ConfigError
 /// (naming the key) for a params.json with an unknown or mistyped model key.
 config::ModelArgs read_model_args(const std::string& path);
-
-/// The PLM model keys of a Hugging Face PerceptionLM config.json (its parsed text).
-config::ModelArgs model_args_from_hf_config(const std::string& json_text, const std::string& origin);
 
 /// The checkpoint's tensors under native names (docs/reference.md 1.6) with what was left out and why. Hugging Face
 /// names are mapped (q/k rows un-permuted) using `args`; the tied duplicate `output.tied_module.weight` and RoPE

@@ -490,6 +490,64 @@ TensorMap read_safetensors_dir(const std::string& dir) {
   return out;
 }
 
+std::vector<std::string> write_safetensors_dir(const TensorMap& tensors, const std::string& dir,
+                                               uint64_t max_shard_bytes,
+                                               const std::map<std::string, std::string>& metadata) {
+  const fs::path root(dir);
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) throw CheckpointError(c10::str("cannot create '", dir, "': ", ec.message(), "."));
+  // Shards in map order, each closed when the next tensor would take it past the limit.
+  std::vector<TensorMap> shards(1);
+  uint64_t in_shard = 0, total = 0;
+  for (const auto& [name, t] : tensors) {
+    const auto bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    if (in_shard > 0 && in_shard + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().insert(name, t);
+    in_shard += bytes;
+    total += bytes;
+  }
+  std::vector<std::string> written;
+  const fs::path index_path = root / "model.safetensors.index.json";
+  // Files of an earlier export that this one would not overwrite (another shard count, or one file vs shards).
+  auto is_export_file = [](const std::string& name) {
+    return name == "model.safetensors" || name == "model.safetensors.index.json" ||
+           (name.rfind("model-", 0) == 0 && name.find("-of-") != std::string::npos && name.size() > 12 &&
+            name.compare(name.size() - 12, 12, ".safetensors") == 0);
+  };
+  std::vector<std::string> names;
+  if (shards.size() == 1) {
+    names.push_back("model.safetensors");
+  } else {
+    for (size_t i = 0; i < shards.size(); ++i) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+      names.emplace_back(buf);
+    }
+  }
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (is_export_file(name) && std::find(names.begin(), names.end(), name) == names.end()) fs::remove(e.path(), ec);
+  }
+  json weight_map = json::object();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    write_safetensors(shards[i], (root / names[i]).string(), metadata);
+    written.push_back((root / names[i]).string());
+    for (const auto& entry : shards[i]) weight_map[entry.first] = names[i];
+  }
+  if (shards.size() > 1) {
+    const std::string text = json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) + "\n";
+    detail::AtomicFile f(index_path.string());
+    f.write(text.data(), text.size());
+    f.commit();
+    written.push_back(index_path.string());
+  }
+  return written;
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError("cannot read '" + path + "'.");

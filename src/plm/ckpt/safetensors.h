@@ -88,6 +88,18 @@ void write_safetensors(const TensorMap& tensors, const std::string& path,
 /// with the shards.
 TensorMap read_safetensors_dir(const std::string& dir);
 
+/// Writes `tensors` as a Hugging Face model folder, the layout read_safetensors_dir reads: one `model.safetensors`
+/// when the tensors' bytes fit in `max_shard_bytes`, else shards `model-00001-of-0000N.safetensors` filled in map
+/// order (a new shard starts when the next tensor would take the current one past the limit; a tensor larger than
+/// the limit gets a shard of its own, as transformers' save_pretrained does) plus `model.safetensors.index.json`
+/// ({"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}}). Every file is written atomically, the
+/// index last; each shard carries `metadata` ({"format": "pt"} is what transformers writes). `dir` is created if
+/// missing; shards and an index of an earlier export that this one does not rewrite are removed, so the folder
+/// never mixes two exports. Returns the files written, index last. Throws CheckpointError as write_safetensors does.
+std::vector<std::string> write_safetensors_dir(const TensorMap& tensors, const std::string& dir,
+                                               uint64_t max_shard_bytes,
+                                               const std::map<std::string, std::string>& metadata = {});
+
 namespace detail {
 
 /// A dtype both formats store, with its name in each.

@@ -9,19 +9,24 @@
 namespace plm::infer {
 namespace fs = std::filesystem;
 
-CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const config::ModelArgs& model) {
+config::TrainArgs checkpoint_train_args(const std::string& ckpt_path) {
   const fs::path dir = fs::is_directory(ckpt_path) ? fs::path(ckpt_path) : fs::path(ckpt_path).parent_path();
   config::Source source;
   const fs::path params = dir / "params.json";
   if (fs::exists(params)) {
-    // JSON is YAML: the config loader types the data section (the model section is already loaded).
+    // JSON is YAML: the config loader types the data section (the model section is loaded by ckpt/).
     const YAML::Node root = config::load_yaml_file(params.string());
     if (root["data"]) {
       source.root["data"] = root["data"];
       source.origin["data"] = params.string();
     }
   }
-  config::TrainArgs args = config::load_source(std::move(source)).args;
+  return config::load_source(std::move(source)).args;
+}
+
+CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const config::ModelArgs& model) {
+  const fs::path dir = fs::is_directory(ckpt_path) ? fs::path(ckpt_path) : fs::path(ckpt_path).parent_path();
+  config::TrainArgs args = checkpoint_train_args(ckpt_path);
   args.model = model;
   CheckpointSettings out;
   out.preprocess = data::PreprocessOptions::from(args);

@@ -42,6 +42,10 @@ struct CheckpointSettings {
 /// plm_sft, as in PLM's generate.py. Throws ConfigError naming params.json for an unknown or mistyped data key.
 CheckpointSettings read_checkpoint_settings(const std::string& ckpt_path, const config::ModelArgs& model);
 
+/// Default TrainArgs with the `data` section of the checkpoint's params.json (if any) over them; the model section is
+/// left at its defaults (ckpt::read_model_args reads it). Throws ConfigError naming params.json for a bad data key.
+config::TrainArgs checkpoint_train_args(const std::string& ckpt_path);
+
 /// Encodes prompts with a tokenizer and preprocessing options (plm_sft format).
 class PromptEncoder {
  public:

@@ -1,0 +1,32 @@
+// Taking a model out of plm (docs/export.md): a Hugging Face folder that transformers' PerceptionLM loads with
+// from_pretrained, and a PLM release folder that the reference's own loader reads. Both read any checkpoint that
+// ckpt::load_model reads (training step folders, sharded or not, consolidated folders, HF folders, single files).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace plm::exporting {
+
+struct ExportOptions {
+  std::string tokenizer;                     // the tokenizer file to ship; "" = the checkpoint's own, if it names one
+  std::string dtype;                         // "fp32" | "bf16" | "fp16"; "" = as stored
+  uint64_t max_shard_bytes = 5'000'000'000;  // HF safetensors shards (transformers' save_pretrained default, 5GB)
+};
+
+/// Writes `out_dir` as a Hugging Face PerceptionLMForConditionalGeneration folder: config.json (ckpt/hf_config.h, with
+/// the tokenizer's image, video, bos and eos ids), generation_config.json, the weights in HF names and layouts
+/// (ckpt::native_to_hf) as model.safetensors or shards + model.safetensors.index.json, the processor's settings
+/// (preprocessor_config.json, video_preprocessor_config.json, processor_config.json: tile size, tiles, vision input
+/// type, frames, patch size, pooling, PLM's 0.5/0.5 normalisation) and, when there is a tokenizer, tokenizer.model
+/// (the file itself) with tokenizer_config.json. The checkpoint's tensors must be exactly the model's parameters
+/// (strict: CheckpointError names what is missing, unexpected or mis-shaped). Returns the files written.
+std::vector<std::string> export_hf(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
+
+/// Writes `out_dir` as a PLM release folder: consolidated.pth (PLM's names; the tied output as PLM's TiedLinear
+/// lists it) and params.json ({"model": ..., "data": ...} with the checkpoint's data settings and, when there is a
+/// tokenizer, data.tokenizer_path = "tokenizer.model", copied beside it). Strict as export_hf. Returns the files.
+std::vector<std::string> export_plm(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
+
+}  // namespace plm::exporting

@@ -63,10 +63,16 @@ int info(const ModelOptions& o) {
               << v.patch_size << ", image " << v.image_size << (v.use_cls_token ? ", CLS" : "") << ")\n";
     std::cout << "projector   " << grouped(c.projector) << "  (pooling ratio " << args.pooling_ratio << ")\n";
   }
+  if (args.lora)
+    std::cout << "adapters    " << grouped(c.adapters) << "  (LoRA rank " << args.lora->rank << ", alpha "
+              << args.lora->alpha << ", targets " << args.lora->targets << ")\n";
   std::cout << "total       " << grouped(c.total) << "\n";
-  std::cout << "trainable   " << grouped(c.trainable)
-            << "  (freeze_language_model=" << (args.freeze_language_model ? "true" : "false")
-            << ", freeze_vision_model=" << (args.freeze_vision_model ? "true" : "false") << ")\n";
+  std::cout << "trainable   " << grouped(c.trainable);
+  if (args.lora)
+    std::cout << "  (LoRA: the adapters only)\n";
+  else
+    std::cout << "  (freeze_language_model=" << (args.freeze_language_model ? "true" : "false")
+              << ", freeze_vision_model=" << (args.freeze_vision_model ? "true" : "false") << ")\n";
   return 0;
 }
 

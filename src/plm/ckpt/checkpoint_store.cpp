@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/model_checkpoint.h"
 #include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
@@ -157,6 +158,7 @@ std::string CheckpointStore::save(int64_t step, const CheckpointContents& conten
     if (!contents.extra.empty()) add_tensors("extra.safetensors", contents.extra);
     add_text("params.json", contents.params_json);
     add_text("train_state.json", contents.train_state_json);
+    for (const auto& [name, text] : contents.texts) add_text(name.c_str(), text);
     finish_folder(step, files, tmp, final_dir, old, root);
   } catch (...) {
     fs::remove_all(tmp, ec);
@@ -341,6 +343,7 @@ CheckpointContents CheckpointStore::load(const std::string& dir) {
   if (fs::exists(d / "extra.safetensors")) c.extra = read_safetensors((d / "extra.safetensors").string());
   c.params_json = read_text((d / "params.json").string());
   c.train_state_json = read_text((d / "train_state.json").string());
+  if (fs::exists(d / kLoraBaseFile)) c.texts[kLoraBaseFile] = read_text((d / kLoraBaseFile).string());
   return c;
 }
 
@@ -348,8 +351,13 @@ std::vector<std::string> consolidate(const std::string& step_dir) {
   CheckpointStore::verify(step_dir);
   const fs::path d(step_dir);
   const config::ModelArgs args = read_model_args(step_dir);
-  const TensorMap master =
-      is_sharded_checkpoint(step_dir) ? unflatten(step_dir) : read_safetensors((d / "model.safetensors").string());
+  TensorMap master;
+  if (read_lora_base(step_dir)) {  // adapters only: with their base's weights
+    for (const auto& [name, t] : read_native_weights(step_dir, args).tensors) master.insert(name, t);
+  } else {
+    master =
+        is_sharded_checkpoint(step_dir) ? unflatten(step_dir) : read_safetensors((d / "model.safetensors").string());
+  }
   TensorMap out;
   for (const auto& [name, t] : master) {
     if (name == "output.tied_module.weight" || (args.weight_tying && name == "output.weight")) continue;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,9 +28,10 @@ namespace plm::ckpt {
 struct CheckpointContents {
   TensorMap model;
   TensorMap optimizer;
-  TensorMap extra;               // may be empty (then no extra.safetensors is written)
-  std::string params_json;       // the whole TrainArgs
-  std::string train_state_json;  // the trainer's state
+  TensorMap extra;                           // may be empty (then no extra.safetensors is written)
+  std::string params_json;                   // the whole TrainArgs
+  std::string train_state_json;              // the trainer's state
+  std::map<std::string, std::string> texts;  // further text files by name (a LoRA run's lora_base.json)
 };
 
 /// What one rank of a sharded run puts into a checkpoint folder.

@@ -11,6 +11,7 @@
 
 #include "plm/ckpt/checkpoint_store.h"
 #include "plm/ckpt/hf_config.h"
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/sharded.h"
 #include "plm/ckpt/torch_pickle.h"
@@ -95,6 +96,17 @@ MappedTensors read_native_weights(const std::string& path, const config::ModelAr
   NamedTensors raw;
   const fs::path p(path);
   verify_if_step_folder(p.string());
+  if (const auto base = read_lora_base(p.string())) {  // a LoRA run's step: its base's weights, then the adapters
+    MappedTensors out = read_native_weights(base->path, args);
+    const std::string now = lora_base_checksum(out.tensors);
+    if (now != base->checksum)
+      throw CheckpointError("'" + path + "' holds LoRA adapters trained on '" + base->path + "' (weights " +
+                            base->checksum + "), but that checkpoint's weights are now " + now +
+                            ": it is not the base they were trained on.");
+    for (const auto& [name, t] : read_safetensors((p / "model.safetensors").string()))
+      out.tensors.emplace_back(name, t);
+    return out;
+  }
   if (fs::is_directory(p)) {
     if (fs::exists(p / "model.safetensors") || fs::exists(p / "model.safetensors.index.json")) {
       const TensorMap m = read_safetensors_dir(p.string());

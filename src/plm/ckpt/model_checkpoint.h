@@ -23,7 +23,8 @@ config::ModelArgs read_model_args(const std::string& path);
 
 /// The checkpoint's tensors under native names (docs/reference.md 1.6) with what was left out and why. Hugging Face
 /// names are mapped (q/k rows un-permuted) using `args`; the tied duplicate `output.tied_module.weight` and RoPE
-/// buffers are left out.
+/// buffers are left out. A LoRA run's step folder (ckpt/lora_base.h) gives its base checkpoint's tensors followed by
+/// the adapters; CheckpointError when the base's weights no longer have the recorded checksum.
 MappedTensors read_native_weights(const std::string& path, const config::ModelArgs& args);
 
 /// What loading put where.

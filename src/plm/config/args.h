@@ -100,6 +100,25 @@ struct VisionModelArgs {
   }
 };
 
+/// `model.lora` (plm's own; PLM has no LoRA): low-rank adapters on chosen linears (model/lora.h, docs/lora.md). The
+/// base weights freeze; only the adapters train. Null = off; setting any key turns it on.
+struct LoraArgs {
+  int64_t rank = 8;
+  double alpha = 16.0;                           // scale = alpha / rank, as PEFT's lora_alpha
+  double dropout = 0.0;                          // on the adapter's input, as PEFT's lora_dropout
+  std::string targets = "wq,wk,wv,wo,w1,w2,w3";  // comma-separated module-name patterns (model/lora.h)
+  std::string init = "peft";  // A Kaiming-uniform (a = sqrt(5)), B zero: PEFT's init_lora_weights=True
+
+  template <class V>
+  void visit(V& v) {
+    v("rank", rank);
+    v("alpha", alpha);
+    v("dropout", dropout);
+    v("targets", targets);
+    v("init", init);
+  }
+};
+
 /// `model.mlp_init`: projector init [core/utils.py InitArgs]. std = 1/sqrt(dim), times coeff_std when set.
 struct InitArgs {
   bool use_gaussian = true;  // truncated normal (true) or uniform (false)
@@ -141,6 +160,7 @@ struct ModelArgs {
   bool freeze_vision_model = false;
   std::optional<VisionModelArgs> vision_model;  // null = text-only decoder
   InitArgs mlp_init;
+  std::optional<LoraArgs> lora;  // null = no adapters
   int64_t pooling_ratio = 1;
   bool remove_vision_class_token = true;
   std::string attn_impl = "sdpa";
@@ -171,6 +191,7 @@ struct ModelArgs {
     v("freeze_vision_model", freeze_vision_model);
     v("vision_model", vision_model);
     v("mlp_init", mlp_init);
+    v("lora", lora);
     v("pooling_ratio", pooling_ratio);
     v("remove_vision_class_token", remove_vision_class_token,
       "stored but never read by PLM's projector either: the vision tower drops the CLS row itself");

@@ -77,6 +77,16 @@ void check_model(const ModelArgs& m, Checker& c) {
   c.require(!m.sliding_window, "model.sliding_window", "must be null: PLM uses full causal attention");
   c.one_of(m.attn_impl, "model.attn_impl", {"sdpa", "flex_attention", "fmha"});
   c.at_least<int64_t>(m.pooling_ratio, 1, "model.pooling_ratio");
+  if (m.lora) {
+    c.at_least<int64_t>(m.lora->rank, 1, "model.lora.rank");
+    c.at_most(m.lora->rank, kMaxWidth, "model.lora.rank", "adapters are rank x width");
+    c.finite(m.lora->alpha, "model.lora.alpha");
+    // A recomputed block (activation checkpointing, full_shard) would draw another dropout mask than its forward.
+    c.require(m.lora->dropout == 0.0, "model.lora.dropout",
+              "must be 0 for now: adapter dropout is not yet replayed when a block is recomputed");
+    c.require(!m.lora->targets.empty(), "model.lora.targets", "must name at least one linear (e.g. wq,wv)");
+    c.one_of(m.lora->init, "model.lora.init", {"peft"});
+  }
   if (!m.vision_model) return;
   const VisionModelArgs& v = *m.vision_model;
   c.at_most(v.width, kMaxWidth, "model.vision_model.width", "PE-G's is 1536");
@@ -196,6 +206,9 @@ std::vector<std::string> validate(const Loaded& loaded) {
   check_data(a.data, c);
   check_optim(a.optim, c);
   check_distributed(a.distributed, c);
+  c.require(!a.model.lora || a.distributed.fsdp_type != FsdpType::full_shard, "model.lora",
+            "is not yet supported with distributed.fsdp_type: full_shard (a unit would mix frozen base weights and "
+            "trainable adapters); use no_shard");
   c.require(a.data.packing != Packing::tokens || a.optim.loss_normalization == LossNormalization::global_tokens,
             "data.packing",
             "is tokens, which needs optim.loss_normalization: global_tokens (micro-batches hold different numbers of "

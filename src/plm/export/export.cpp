@@ -6,12 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/hf_config.h"
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/model_checkpoint.h"
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/torch_pickle.h"
 #include "plm/config/emit.h"
 #include "plm/infer/prompt.h"
 #include "plm/model/decoder.h"
+#include "plm/model/lora.h"
 #include "plm/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -54,7 +56,7 @@ struct Source {
   infer::CheckpointSettings settings;
 };
 
-Source read_source(const std::string& ckpt_path, const ExportOptions& o) {
+Source read_source(const std::string& ckpt_path, const ExportOptions& o, bool merge_lora) {
   Source s;
   s.args = ckpt::read_model_args(ckpt_path);
   s.settings = infer::read_checkpoint_settings(ckpt_path, s.args);
@@ -63,6 +65,10 @@ Source read_source(const std::string& ckpt_path, const ExportOptions& o) {
   // Strict against the model's parameters (a meta model: shapes without memory), so an export never lacks a tensor.
   model::PerceptionLM shape(s.args, at::TensorOptions().device(at::kMeta));
   ckpt::load_weights(*shape, native, /*strict=*/true, ckpt_path);
+  if (s.args.lora && merge_lora) {
+    native.tensors = model::merge_lora(native.tensors, s.args.lora->alpha / static_cast<double>(s.args.lora->rank));
+    s.args.lora.reset();
+  }
   bool first = true;
   for (auto& [name, t] : native.tensors) {
     if (first && t.is_floating_point()) s.dtype = t.scalar_type(), first = false;
@@ -135,7 +141,7 @@ std::vector<std::string> write_processor(const fs::path& dir, const data::Prepro
 }  // namespace
 
 std::vector<std::string> export_hf(const std::string& ckpt_path, const std::string& out_dir, const ExportOptions& o) {
-  Source s = read_source(ckpt_path, o);
+  Source s = read_source(ckpt_path, o, /*merge_lora=*/true);
   make_folder(out_dir);
   const fs::path dir(out_dir);
   const model::DecoderDims d = model::decoder_dims(s.args);
@@ -163,8 +169,56 @@ std::vector<std::string> export_hf(const std::string& ckpt_path, const std::stri
   return files;
 }
 
+std::vector<std::string> export_peft(const std::string& ckpt_path, const std::string& out_dir, const ExportOptions& o) {
+  Source s = read_source(ckpt_path, o, /*merge_lora=*/false);
+  if (!s.args.lora)
+    throw CheckpointError("'" + ckpt_path +
+                          "' has no LoRA adapters (its model.lora is null): nothing to export as PEFT.");
+  make_folder(out_dir);
+  const fs::path dir(out_dir);
+  const model::DecoderDims d = model::decoder_dims(s.args);
+  const ckpt::DecoderLayout layout{d.n_heads, d.n_kv_heads, d.head_dim, s.args.weight_tying};
+  ckpt::TensorMap tensors;
+  json targets = json::array();
+  for (const auto& [name, t] : s.weights) {
+    if (!model::is_lora_parameter(name) || name.find(".lora_B.") == std::string::npos) continue;
+    // B's rows are the base weight's rows: mapped (and for q/k permuted) as that weight is; A's columns are inputs.
+    const ckpt::MappedTensors hf = ckpt::native_to_hf({{model::lora_base_weight(name), t}}, layout);
+    if (hf.tensors.size() != 1)
+      throw CheckpointError("the LoRA tensor '" + name + "' adapts a weight with no Hugging Face name.");
+    const std::string& weight = hf.tensors.front().first;
+    const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
+    const std::string a_name = name.substr(0, name.size() - std::string("lora_B.weight").size()) + "lora_A.weight";
+    tensors.insert("base_model.model." + module + ".lora_A.weight", s.weights.at(a_name));
+    tensors.insert("base_model.model." + module + ".lora_B.weight", hf.tensors.front().second);
+    targets.push_back(module);
+  }
+  const config::LoraArgs& l = *s.args.lora;
+  const auto base = ckpt::read_lora_base(ckpt_path);
+  const json config = {{"peft_type", "LORA"},
+                       {"task_type", nullptr},
+                       {"r", l.rank},
+                       {"lora_alpha", l.alpha},
+                       {"lora_dropout", l.dropout},
+                       {"target_modules", targets},
+                       {"bias", "none"},
+                       {"fan_in_fan_out", false},
+                       {"init_lora_weights", true},
+                       {"use_rslora", false},
+                       {"use_dora", false},
+                       {"modules_to_save", nullptr},
+                       {"inference_mode", true},
+                       {"base_model_name_or_path", base ? base->path : std::string()}};
+  std::vector<std::string> files;
+  ckpt::write_safetensors(tensors, (dir / "adapter_model.safetensors").string(), {{"format", "pt"}});
+  files.push_back((dir / "adapter_model.safetensors").string());
+  write_file(dir / "adapter_config.json", config.dump(2) + "\n");
+  files.push_back((dir / "adapter_config.json").string());
+  return files;
+}
+
 std::vector<std::string> export_plm(const std::string& ckpt_path, const std::string& out_dir, const ExportOptions& o) {
-  Source s = read_source(ckpt_path, o);
+  Source s = read_source(ckpt_path, o, o.merge_lora);
   make_folder(out_dir);
   const fs::path dir(out_dir);
   ckpt::TensorMap tensors;

@@ -13,6 +13,7 @@ struct ExportOptions {
   std::string tokenizer;                     // the tokenizer file to ship; "" = the checkpoint's own, if it names one
   std::string dtype;                         // "fp32" | "bf16" | "fp16"; "" = as stored
   uint64_t max_shard_bytes = 5'000'000'000;  // HF safetensors shards (transformers' save_pretrained default, 5GB)
+  bool merge_lora = false;  // export_plm: fold LoRA adapters into the base weights (export_hf always does)
 };
 
 /// Writes `out_dir` as a Hugging Face PerceptionLMForConditionalGeneration folder: config.json (ckpt/hf_config.h, with
@@ -21,12 +22,22 @@ struct ExportOptions {
 /// (preprocessor_config.json, video_preprocessor_config.json, processor_config.json: tile size, tiles, vision input
 /// type, frames, patch size, pooling, PLM's 0.5/0.5 normalisation) and, when there is a tokenizer, tokenizer.model
 /// (the file itself) with tokenizer_config.json. The checkpoint's tensors must be exactly the model's parameters
-/// (strict: CheckpointError names what is missing, unexpected or mis-shaped). Returns the files written.
+/// (strict: CheckpointError names what is missing, unexpected or mis-shaped). A LoRA checkpoint is written with its
+/// adapters folded into the base weights (model::merge_lora) as a plain model. Returns the files written.
 std::vector<std::string> export_hf(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
+
+/// Writes `out_dir` as a PEFT LoRA adapter folder for the Hugging Face form of the run's base model (export_hf of
+/// the base checkpoint): adapter_config.json (peft_type LORA, r, lora_alpha, lora_dropout, target_modules as the
+/// HF modules' full names, base_model_name_or_path = the base checkpoint) and adapter_model.safetensors
+/// ("base_model.model.<HF module>.lora_A.weight" / "lora_B.weight"; B's rows for q_proj / k_proj in transformers'
+/// rotate-half order, as the base weights are). PeftModel.from_pretrained(base, out_dir) then computes the LoRA
+/// run's model. Throws CheckpointError when the checkpoint has no model.lora.
+std::vector<std::string> export_peft(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
 
 /// Writes `out_dir` as a PLM release folder: consolidated.pth (PLM's names; the tied output as PLM's TiedLinear
 /// lists it) and params.json ({"model": ..., "data": ...} with the checkpoint's data settings and, when there is a
-/// tokenizer, data.tokenizer_path = "tokenizer.model", copied beside it). Strict as export_hf. Returns the files.
+/// tokenizer, data.tokenizer_path = "tokenizer.model", copied beside it). Strict as export_hf. A LoRA checkpoint keeps
+/// its adapters (and model.lora) unless `merge_lora`. Returns the files.
 std::vector<std::string> export_plm(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
 
 }  // namespace plm::exporting

@@ -116,10 +116,25 @@ void init_vision(PerceptionLMImpl& m) {
     fill(v.positional_embedding, [&](at::Tensor& c) { c.normal_(0, 1, gen).mul_(scale); });
 }
 
+void init_lora(PerceptionLMImpl& m) {
+  if (!m.args.lora) return;
+  const at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(m.args.seed + 1));
+  for (auto& p : m.named_parameters()) {
+    at::Tensor t = p.value();
+    const std::string& name = p.key();
+    if (!is_lora_parameter(name)) continue;
+    if (name.find(".lora_A.") != std::string::npos)
+      torch_default(t, nullptr, t.size(1), gen);
+    else
+      fill(t, [](at::Tensor& c) { c.zero_(); });
+  }
+}
+
 void init_all(PerceptionLMImpl& m) {
   init_decoder(m);
   init_vision(m);
   init_projector(m);
+  init_lora(m);
 }
 
 }  // namespace plm::model

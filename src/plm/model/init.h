@@ -26,7 +26,11 @@ void init_projector(PerceptionLMImpl& model);
 /// ls_init_value, CLS and position embedding width^-0.5 * N(0, 1), conv/LayerNorm/MLP PyTorch's defaults.
 void init_vision(PerceptionLMImpl& model);
 
-/// All three: what a model trained from scratch starts from.
+/// LoRA adapters (model/lora.h) as PEFT's default init: A Kaiming-uniform with a = sqrt(5) (U(+-1/sqrt(in))), B zero,
+/// so that a fresh adapter changes nothing; drawn from a generator seeded with model.seed + 1, in parameter order.
+void init_lora(PerceptionLMImpl& model);
+
+/// All four: what a model trained from scratch starts from.
 void init_all(PerceptionLMImpl& model);
 
 }  // namespace plm::model

@@ -5,13 +5,18 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "plm/model/lora.h"
+
 namespace plm::model {
 
-/// y = x W^T + b: parameters "weight" [out, in] and, if `bias`, "bias" [out].
+/// y = x W^T + b: parameters "weight" [out, in] and, if `bias`, "bias" [out]; plus a LoRA update once add_lora has
+/// registered "lora_A.weight" [rank, in] and "lora_B.weight" [out, rank] (model/lora.h).
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x) const;
+  void add_lora(int64_t rank, double scale);  // adapter parameters with the weight's options
   at::Tensor weight, bias;
+  LoraAdapter lora;
 };
 TORCH_MODULE(Linear);
 

@@ -1,5 +1,6 @@
 #include "plm/model/perception_lm.h"
 
+#include "plm/config/source.h"
 #include "plm/model/units.h"
 #include "plm/ops/ops.h"
 
@@ -32,6 +33,35 @@ PerceptionLMImpl::PerceptionLMImpl(const config::ModelArgs& a, const at::TensorO
         register_module("vision_projector", Projector(a.vision_model->width, dims.dim, a.pooling_ratio, opts));
   }
   rope_frequencies = decoder_frequencies(a, dims.head_dim);
+  if (a.lora) add_lora(*a.lora);
+}
+
+void PerceptionLMImpl::add_lora(const config::LoraArgs& lora) {
+  const std::vector<std::string> patterns = lora_target_patterns(lora.targets);
+  const double scale = lora.alpha / static_cast<double>(lora.rank);
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> targets;  // collected, then changed
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (std::dynamic_pointer_cast<LinearImpl>(item.value()) && is_lora_target(item.key(), patterns))
+      targets.emplace_back(item.key(), item.value());
+    if (std::dynamic_pointer_cast<VisionAttentionImpl>(item.value()) &&
+        is_lora_target(item.key() + ".in_proj", patterns))
+      targets.emplace_back(item.key() + ".in_proj", item.value());
+  }
+  for (const std::string& p : patterns) {
+    bool used = false;
+    for (const auto& t : targets) used = used || is_lora_target(t.first, {p});
+    if (!used)
+      throw config::ConfigError("model.lora.targets: '" + p +
+                                "' matches no linear of the model (names are like layers.0.attention.wq, "
+                                "layers.0.feed_forward.w1, vision_model.transformer.resblocks.0.attn.in_proj, "
+                                "...attn.out_proj, ...mlp.c_fc, ...mlp.c_proj, vision_projector.projector.0).");
+  }
+  for (const auto& [name, module] : targets) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(module))
+      linear->add_lora(lora.rank, scale);
+    else
+      std::dynamic_pointer_cast<VisionAttentionImpl>(module)->add_in_proj_lora(lora.rank, scale);
+  }
 }
 
 at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
@@ -132,6 +162,7 @@ void PerceptionLMImpl::apply_freezing() {
     bool trainable = !args.freeze_language_model;
     if (name.find("vision_model") != std::string::npos) trainable = !args.freeze_vision_model;
     if (name.find("vision_projector") != std::string::npos) trainable = true;
+    if (args.lora) trainable = is_lora_parameter(name);  // LoRA: only the adapters train
     p.value().set_requires_grad(training && trainable);
   }
 }
@@ -145,7 +176,9 @@ ParameterCounts count_parameters(const PerceptionLMImpl& model) {
   for (const auto& p : model.named_parameters()) {
     const int64_t n = p.value().numel();
     const std::string& name = p.key();
-    if (name.rfind("vision_model.", 0) == 0)
+    if (is_lora_parameter(name))
+      c.adapters += n;
+    else if (name.rfind("vision_model.", 0) == 0)
       c.vision += n;
     else if (name.rfind("vision_projector.", 0) == 0)
       c.projector += n;

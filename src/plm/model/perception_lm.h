@@ -60,8 +60,13 @@ struct PerceptionLMImpl : torch::nn::Module {
   const char* output_unit() const { return output.defined() ? "output" : "tok_embeddings"; }
 
   /// PLM's freezing (apps/plm/transformer.py train()): vision_model.* trains unless freeze_vision_model,
-  /// vision_projector.* always trains, everything else unless freeze_language_model.
+  /// vision_projector.* always trains, everything else unless freeze_language_model. With model.lora only the
+  /// adapters train.
   void apply_freezing();
+
+  /// LoRA adapters (model/lora.h) on every linear that `lora.targets` names; the constructor calls it when
+  /// args.lora is set. Throws config::ConfigError naming model.lora.targets for a pattern that matches nothing.
+  void add_lora(const config::LoraArgs& lora);
 
   /// Full activation checkpointing of every decoder block and vision block (model/activation_checkpoint.h).
   void set_activation_checkpointing(bool on);
@@ -95,7 +100,7 @@ namespace plm::model {
 
 /// Parameter counts by part (tied weights counted once).
 struct ParameterCounts {
-  int64_t decoder = 0, vision = 0, projector = 0, total = 0, trainable = 0;
+  int64_t decoder = 0, vision = 0, projector = 0, adapters = 0, total = 0, trainable = 0;  // adapters: LoRA's
 };
 
 /// Counts `model`'s parameters; `trainable` follows requires_grad (call apply_freezing() in train mode first).

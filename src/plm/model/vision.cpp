@@ -16,12 +16,19 @@ VisionAttentionImpl::VisionAttentionImpl(int64_t width, int64_t heads_, const at
 at::Tensor VisionAttentionImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
   const int64_t n = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads;
   // [N, L, 3, H, hd] -> three [N, H, L, hd]
-  const at::Tensor qkv =
-      at::linear(x, in_proj_weight, in_proj_bias).view({n, l, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv = in_proj_lora.add_to(at::linear(x, in_proj_weight, in_proj_bias), x)
+                             .view({n, l, 3, heads, hd})
+                             .permute({2, 0, 3, 1, 4});
   const at::Tensor q = ops::rotate_pairs(qkv[0], rope.cos, rope.sin);
   const at::Tensor k = ops::rotate_pairs(qkv[1], rope.cos, rope.sin);
   const at::Tensor out = ops::attention(q, k, qkv[2], /*causal=*/false, 1.0 / std::sqrt(static_cast<double>(hd)));
   return out_proj->forward(out.transpose(1, 2).reshape({n, l, w}));
+}
+
+void VisionAttentionImpl::add_in_proj_lora(int64_t rank, double scale) {
+  auto host = register_module("in_proj", std::make_shared<torch::nn::Module>());
+  in_proj_lora =
+      LoraAdapter::attach(*host, in_proj_weight.size(1), in_proj_weight.size(0), rank, scale, in_proj_weight.options());
 }
 
 VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden, const at::TensorOptions& o) {

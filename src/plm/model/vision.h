@@ -14,12 +14,15 @@
 namespace plm::model {
 
 /// `attn`: in_proj_weight [3W, W] (rows q; k; v), in_proj_bias [3W], out_proj; heads are contiguous blocks of W/heads.
+/// add_in_proj_lora gives the packed in_proj a LoRA update under the module "in_proj" (timm's attn.qkv).
 struct VisionAttentionImpl : torch::nn::Module {
   VisionAttentionImpl(int64_t width, int64_t heads, const at::TensorOptions& options);
+  void add_in_proj_lora(int64_t rank, double scale);
   /// x [N, L, W]; rope tables [L, hd/2]; non-causal, scale hd^-0.5.
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
   at::Tensor in_proj_weight, in_proj_bias;
   Linear out_proj{nullptr};
+  LoraAdapter in_proj_lora;  // "in_proj.lora_A.weight" [rank, W], "in_proj.lora_B.weight" [3W, rank]
   int64_t heads;
 };
 TORCH_MODULE(VisionAttention);

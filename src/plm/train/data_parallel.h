@@ -38,6 +38,7 @@ struct Footprint {
 struct CheckpointTexts {
   std::string params_json;       // the whole resolved config
   std::string train_state_json;  // train/train_state.h
+  std::string lora_base_json;    // a LoRA run over a base checkpoint (ckpt/lora_base.h): save the adapters only
 };
 
 /// What a restore read besides the weights, which it wrote into the parameters.
@@ -45,6 +46,7 @@ struct Restored {
   NamedTensors optimizer_state;  // for AdamW::load_state
   ckpt::TensorMap extra;         // partly accumulated gradients "grad.<trainable name>"
   std::string train_state_json;
+  std::string lora_base_json;  // the checkpoint's lora_base.json ("" when it holds the whole model)
 };
 
 class DataParallel {

@@ -19,11 +19,17 @@ namespace plm::train {
 FlopCounter::FlopCounter(const model::PerceptionLMImpl& m) {
   const auto& a = m.args;
   const auto& d = m.dims;
-  const bool vision_trains = m.vision_model && !a.freeze_vision_model;
+  // With LoRA the base weights are frozen leaves whose gradients still pass through wherever an adapter below
+  // trains (4N); the adapters' own products are left out (rank / width of the base's).
+  bool vision_adapters = false;
+  for (const auto& p : m.named_parameters())
+    vision_adapters = vision_adapters || (model::is_lora_parameter(p.key()) && p.key().rfind("vision_", 0) == 0);
+  const bool vision_trains = m.vision_model && !a.freeze_vision_model && !a.lora;
   int64_t decoder = 0, vision = 0, projector = 0;
   for (const auto& p : m.named_parameters()) {
     const std::string& name = p.key();
     const int64_t n = p.value().numel();
+    if (model::is_lora_parameter(name)) continue;
     all_params_ += static_cast<double>(n);
     if (name.rfind("vision_model.", 0) == 0)
       vision += n;
@@ -34,7 +40,7 @@ FlopCounter::FlopCounter(const model::PerceptionLMImpl& m) {
   }
   decoder_weights_ = static_cast<double>(decoder);
   // A frozen decoder still back-propagates to the projector below it (2 of the 6).
-  decoder_m_ = a.freeze_language_model ? (m.vision_model ? 4 : 2) : 6;
+  decoder_m_ = a.lora ? 4 : a.freeze_language_model ? (m.vision_model ? 4 : 2) : 6;
   attention_per_len_ = 2.0 * static_cast<double>(d.n_layers * d.n_heads * d.head_dim);
   vocab_dim_ = static_cast<double>(d.vocab_size * d.dim);
   layers_dim_ = static_cast<double>(d.n_layers * d.dim);
@@ -42,10 +48,10 @@ FlopCounter::FlopCounter(const model::PerceptionLMImpl& m) {
     const auto& v = *a.vision_model;
     const double grid = static_cast<double>(v.image_size / v.patch_size);
     const double patches = grid * grid, tokens = patches + (v.use_cls_token ? 1 : 0);
-    const double mv = vision_trains ? 6 : 2;
+    const double mv = vision_trains ? 6 : vision_adapters ? 4 : 2;
     vision_per_tile_ = mv * static_cast<double>(vision) * tokens +
                        mv * 2.0 * static_cast<double>(v.layers * v.width) * tokens * tokens +
-                       6.0 * static_cast<double>(projector) * patches;
+                       (a.lora ? (vision_adapters ? 4.0 : 2.0) : 6.0) * static_cast<double>(projector) * patches;
   }
 }
 

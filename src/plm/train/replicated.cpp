@@ -1,5 +1,6 @@
 #include "plm/train/replicated.h"
 
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/sharded.h"
 #include "plm/ckpt/sharded_checkpoint.h"
 
@@ -40,7 +41,10 @@ std::string Replicated::save(const ckpt::CheckpointStore& store, int64_t step, c
                              ckpt::TensorMap extra, const CheckpointTexts& texts) {
   if (world_.rank() != 0) return store.step_dir(step);  // the ranks hold the same weights and optimizer state
   ckpt::CheckpointContents c;
-  for (const auto& [name, t] : masters_.all()) c.model.insert(name, t.detach());
+  const bool adapters_only = !texts.lora_base_json.empty();  // the base is checkpoint.init_ckpt_path's, unchanged
+  for (const auto& [name, t] : masters_.all())
+    if (!adapters_only || model::is_lora_parameter(name)) c.model.insert(name, t.detach());
+  if (adapters_only) c.texts[ckpt::kLoraBaseFile] = texts.lora_base_json;
   for (const auto& [name, t] : optimizer_state) c.optimizer.insert(name, t);
   c.extra = std::move(extra);
   c.params_json = texts.params_json;
@@ -52,14 +56,17 @@ Restored Replicated::restore(const std::string& dir) {
   const ckpt::CheckpointContents c =
       ckpt::is_sharded_checkpoint(dir) ? ckpt::as_plain(dir) : ckpt::CheckpointStore::load(dir);
   at::NoGradGuard no_grad;
+  const auto lora = c.texts.find(ckpt::kLoraBaseFile);
   for (const auto& [name, master] : masters_.all()) {
+    if (lora != c.texts.end() && !model::is_lora_parameter(name)) continue;  // the base: loaded at set-up
     const at::Tensor* t = c.model.find(name);
     if (!t || !t->sizes().equals(master.sizes()))
       throw ckpt::CheckpointError("checkpoint '" + dir + "' " + (t ? "has another shape for '" : "has no tensor '") +
                                   name + "': it was written by a run with another model configuration.");
     const_cast<at::Tensor&>(master).copy_(*t);
   }
-  return {NamedTensors(c.optimizer.begin(), c.optimizer.end()), c.extra, c.train_state_json};
+  return {NamedTensors(c.optimizer.begin(), c.optimizer.end()), c.extra, c.train_state_json,
+          lora == c.texts.end() ? std::string() : lora->second};
 }
 
 Footprint Replicated::footprint() const {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/ckpt/checkpoint_store.h"
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/model_checkpoint.h"
 #include "plm/common/log.h"
 #include "plm/common/runtime.h"
@@ -134,6 +135,7 @@ struct Trainer::Impl {
   int64_t run_start_step = 0;
   int64_t last_saved_step = -1;
   bool first_batch_shown = false;
+  std::optional<ckpt::LoraBase> lora_base;  // model.lora over checkpoint.init_ckpt_path: checkpoints hold adapters
 
   bool stop_requested() const { return stop.load() || stop_signal() != 0; }
   bool leader() const { return world->rank() == 0; }
@@ -154,6 +156,7 @@ struct Trainer::Impl {
   bool due(int64_t every) const { return every > 0 && state.step % every == 0; }
   std::string save();
   void restore(const std::string& dir);
+  void note_lora_base();  // model.lora: the base checkpoint and its checksum (lora_base)
   void run_validation();
   bool record_due_inside_window() const;
   void log_record(MetricsInputs in);
@@ -228,6 +231,7 @@ void Trainer::Impl::setup() {
   } else {
     model::init_all(*model);
   }
+  if (args.model.lora) note_lora_base();
   model->train();
   model->apply_freezing();
   model->set_activation_checkpointing(args.distributed.full_activation_checkpointing);
@@ -443,7 +447,8 @@ std::string Trainer::Impl::save() {
     for (const auto& [name, t] : parallel->trainable())
       if (t.grad().defined()) extra.insert("grad." + name, t.grad());
   const CheckpointTexts texts{config::to_json(args),
-                              train_state_json(state, args, loader ? loader->skipped() : data::SkipCounts{})};
+                              train_state_json(state, args, loader ? loader->skipped() : data::SkipCounts{}),
+                              lora_base ? ckpt::to_json(*lora_base) : std::string()};
   const auto start = Clock::now();
   const std::string dir = parallel->save(*store, state.step, optimizer->state(), std::move(extra), texts);
   if (leader()) store->clean_up(dir);
@@ -452,8 +457,36 @@ std::string Trainer::Impl::save() {
   return dir;
 }
 
+void Trainer::Impl::note_lora_base() {
+  if (!args.checkpoint.init_ckpt_path) {
+    log::warn(
+        "model.lora without checkpoint.init_ckpt_path: the base model is a random one, so checkpoints hold the "
+        "whole model, not only the adapters");
+    return;
+  }
+  const std::string path = fs::absolute(*args.checkpoint.init_ckpt_path).lexically_normal().string();
+  lora_base = ckpt::LoraBase{path, ckpt::lora_base_checksum(ckpt::read_native_weights(path, args.model).tensors)};
+  const auto counts = model::count_parameters(*model);
+  log::info(
+      "LoRA rank {} (alpha {}) on {}: {} adapter parameters over the base {} (weights {}); checkpoints hold the "
+      "adapters and their optimizer state only",
+      args.model.lora->rank, args.model.lora->alpha, args.model.lora->targets, counts.adapters, path,
+      lora_base->checksum);
+}
+
 void Trainer::Impl::restore(const std::string& dir) {
   Restored r = parallel->restore(dir);
+  if (!r.lora_base_json.empty()) {
+    const std::string file = (fs::path(dir) / ckpt::kLoraBaseFile).string();
+    const ckpt::LoraBase saved = ckpt::lora_base_from_json(r.lora_base_json, file);
+    if (!lora_base || saved.checksum != lora_base->checksum)
+      throw ckpt::CheckpointError("'" + file + "' says these adapters were trained on '" + saved.path + "' (weights " +
+                                  saved.checksum + "), but this run's base is " +
+                                  (lora_base
+                                       ? "'" + lora_base->path + "' (weights " + lora_base->checksum + ")"
+                                       : std::string("not a LoRA base (model.lora and checkpoint.init_ckpt_path)")) +
+                                  ": resume with the base they were trained on, or start a new dump_dir.");
+  }
   optimizer->load_state(r.optimizer_state);
   state = read_train_state(r.train_state_json, dir);
   for (const auto& [name, t] : parallel->trainable())

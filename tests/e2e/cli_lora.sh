@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# LoRA end to end on the tiny model (docs/lora.md): a LoRA run over a base checkpoint trains only the adapters (the
+# base's weights are unchanged, bit for bit) and its loss falls; its step folders hold the adapters, their optimizer
+# state and lora_base.json only; a SIGKILLed run resumes to bit-identical adapters and optimizer state; resuming over
+# another base is refused with one sentence; `plm model forward` and `plm generate` read the step folder (base +
+# adapters); `plm export --plm --merge-lora` gives the same logits without adapters; `plm export --hf` of the LoRA
+# run loads in transformers with the same logits, and `plm export --peft` gives an adapter folder that PEFT loads over
+# the base's HF export with the same logits; full_shard is refused with one sentence.
+# Usage: tests/e2e/cli_lora.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
+cd "$tmp"
+make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
+cat > recipe.yaml <<YAML
+include: $ROOT/configs/models/tiny.yaml
+name: lora_e2e
+steps: 6
+optim: {lr: 0.003, warmup: 2, lr_min_ratio: 0.1}
+logging: {freq: 1}
+checkpoint: {dump: {every: 3, keep: 0}}
+model:
+  max_seqlen: 96
+data:
+  datamix: toy:1
+  registry: $tmp/datasets.yaml
+  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
+  batch_size: 4
+  num_workers: 2
+  image_res: 56
+  max_num_tiles: 1
+  vision_input_type: vanilla
+  conversation_format: plm_sft
+YAML
+# Two bases: a short full run, and the same run one step longer.
+"$PLM" train recipe.yaml dump_dir=base > base.log 2>&1 || { tail -3 base.log; fail "base run exited"; }
+"$PLM" train recipe.yaml dump_dir=other steps=7 > other.log 2>&1 || fail "second base run exited"
+BASE=base/checkpoints/0000000006
+LORA=(model.lora.rank=4 model.lora.alpha=8 model.lora.targets=all checkpoint.init_ckpt_path=$BASE steps=12
+      optim.lr=0.02 checkpoint.dump.every=4)
+
+# 1. The uninterrupted LoRA run.
+"$PLM" train recipe.yaml dump_dir=lora "${LORA[@]}" > lora.log 2>&1 || { tail -3 lora.log; fail "LoRA run exited"; }
+final=lora/checkpoints/0000000012
+grep -q "LoRA rank 4.*adapter parameters over the base" lora.log || fail "the log does not describe the adapters"
+[ -f $final/lora_base.json ] || fail "no lora_base.json in the LoRA step folder"
+"$PY" - "$final" "$BASE" lora/metrics.jsonl <<'PYCHECK' || fail "adapter-only checkpoint / loss"
+import json, sys, torch
+from safetensors.torch import load_file
+step, base, metrics = sys.argv[1:]
+m = load_file(f"{step}/model.safetensors")
+assert m and all(".lora_A." in k or ".lora_B." in k for k in m), sorted(m)[:4]
+opt = load_file(f"{step}/optimizer.safetensors")
+assert all(".lora_" in k for k in opt), sorted(opt)[:4]
+rec = json.load(open(f"{step}/lora_base.json"))
+assert rec["base"].endswith("base/checkpoints/0000000006") and rec["checksum"].startswith("crc32:"), rec
+assert any(t.abs().max() > 0 for k, t in m.items() if ".lora_B." in k), "B stayed zero: nothing trained"
+rows = [json.loads(l) for l in open(metrics)]
+first, last = rows[0]["loss/out"], sum(r["loss/out"] for r in rows[-3:]) / 3
+assert last < first - 0.05, (first, last)
+PYCHECK
+
+# 2. Only the adapters changed: the step folder read as a model (base + adapters) has the base's tensors exactly.
+"$PLM" consolidate $final > /dev/null 2>&1 || fail "consolidate of the LoRA step folder"
+"$PY" - "$final" "$BASE" <<'PYCHECK' || fail "the base weights changed"
+import sys, torch
+from safetensors.torch import load_file
+step, base = sys.argv[1:]
+full, b = load_file(f"{step}/consolidated.safetensors"), load_file(f"{base}/model.safetensors")
+base_names = [k for k in full if ".lora_" not in k]
+assert set(base_names) == {k for k in b if k != "output.tied_module.weight"}, set(base_names) ^ set(b)
+assert all(torch.equal(full[k], b[k]) for k in base_names)
+assert sum(".lora_" in k for k in full) > 0
+PYCHECK
+
+# 3. SIGKILL after the step-4 checkpoint, then resume: bit-identical adapters and optimizer state.
+"$PLM" train recipe.yaml dump_dir=killed "${LORA[@]}" > killed1.log 2>&1 &
+pid=$!
+wait_for $pid test -f killed/checkpoints/0000000004/manifest.json || fail "no step-4 checkpoint: $(tail -3 killed1.log)"
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+[ -d killed/checkpoints/0000000012 ] && fail "the run ended before the kill: nothing was resumed"
+"$PLM" train recipe.yaml dump_dir=killed "${LORA[@]}" > killed2.log 2>&1 || fail "LoRA resume exited $?"
+grep -q "resumed from" killed2.log || fail "the LoRA run did not resume"
+cmp -s $final/model.safetensors killed/checkpoints/0000000012/model.safetensors || fail "adapters after SIGKILL+resume differ"
+cmp -s $final/optimizer.safetensors killed/checkpoints/0000000012/optimizer.safetensors || fail "optimizer state differs"
+
+# 4. Resuming over another base is refused, naming the record and both bases.
+"$PLM" train recipe.yaml dump_dir=lora "${LORA[@]}" steps=16 checkpoint.init_ckpt_path=other/checkpoints/0000000007 \
+  > wrongbase.log 2>&1 && fail "a LoRA run resumed over another base"
+grep -q "lora_base.json' says these adapters were trained on .*base/checkpoints/0000000006.*other/checkpoints/0000000007" \
+  wrongbase.log || fail "the refusal does not name the record and the bases: $(tail -1 wrongbase.log)"
+
+# 5. The step folder runs; merged and HF exports give its logits.
+"$PY" -c "
+import torch; from safetensors.torch import save_file
+torch.manual_seed(0); save_file({'input_ids': torch.randint(0, 128000, (2, 12))}, 'in.safetensors')"
+"$PLM" model forward --ckpt $final --inputs in.safetensors --out lora_logits.safetensors > /dev/null 2>&1 ||
+  fail "forward of the LoRA step folder"
+"$PLM" model forward --ckpt $BASE --inputs in.safetensors --out base_logits.safetensors > /dev/null 2>&1 || fail "base forward"
+"$PLM" generate --ckpt $final --question "Say hi" --max-gen-len 4 > gen.txt 2> gen.log || fail "generate: $(tail -1 gen.log)"
+"$PLM" export --plm merged $final --merge-lora > /dev/null 2> merge.log || fail "export --merge-lora: $(tail -1 merge.log)"
+"$PLM" model forward --ckpt merged --inputs in.safetensors --out merged_logits.safetensors > /dev/null 2>&1 ||
+  fail "forward of the merged export"
+"$PLM" export --hf hf $final > /dev/null 2> hf.log || fail "export --hf of the LoRA run: $(tail -1 hf.log)"
+"$PLM" export --hf hf_base $BASE > /dev/null 2> hf_base.log || fail "export --hf of the base: $(tail -1 hf_base.log)"
+"$PLM" export --peft peft $final > /dev/null 2> peft.log || fail "export --peft: $(tail -1 peft.log)"
+"$PLM" export --peft peft_of_base $BASE > /dev/null 2> peft_base.log && fail "a PEFT export of a run without LoRA"
+grep -q "has no LoRA adapters" peft_base.log || fail "no sentence for a PEFT export without LoRA: $(tail -1 peft_base.log)"
+"$PY" - <<'PYCHECK' || fail "merged / HF logits"
+import json, torch
+from safetensors.torch import load_file
+from transformers import PerceptionLMForConditionalGeneration
+lora, base, merged = (load_file(f"{n}_logits.safetensors")["logits"] for n in ("lora", "base", "merged"))
+scale = lora.abs().max()
+assert (lora - base).abs().max() > 1e-3 * scale, "the adapters do not act"
+assert (merged - lora).abs().max() <= 1e-5 * scale, (merged - lora).abs().max()
+p = json.load(open("merged/params.json"))
+assert p["model"]["lora"] is None, p["model"]["lora"]
+assert not any(".lora_" in k for k in torch.load("merged/consolidated.pth", weights_only=True))
+m = PerceptionLMForConditionalGeneration.from_pretrained("hf").float().eval()
+with torch.no_grad():
+    hf = m(input_ids=load_file("in.safetensors")["input_ids"], use_cache=False).logits
+assert (hf - lora).abs().max() <= 1e-4 * scale, (hf - lora).abs().max()
+# PEFT's adapter folder on the base's HF export: PEFT's own LoRA layers compute the run's model.
+from peft import PeftModel
+base = PerceptionLMForConditionalGeneration.from_pretrained("hf_base").float().eval()
+peft = PeftModel.from_pretrained(base, "peft").eval()
+cfg = json.load(open("peft/adapter_config.json"))
+wrapped = sum(1 for n, _ in peft.named_modules() if n.endswith(".lora_A.default"))
+assert wrapped == len(cfg["target_modules"]) > 0, (wrapped, len(cfg["target_modules"]))
+with torch.no_grad():
+    pl = peft(input_ids=load_file("in.safetensors")["input_ids"], use_cache=False).logits
+assert (pl - lora).abs().max() <= 1e-4 * scale, (pl - lora).abs().max()
+PYCHECK
+
+# 6. full_shard is refused with one sentence.
+"$PLM" train recipe.yaml dump_dir=fs "${LORA[@]}" distributed.fsdp_type=full_shard > fs.log 2>&1 && fail "full_shard LoRA ran"
+grep -q "model.lora.*full_shard" fs.log || fail "no full_shard refusal: $(tail -1 fs.log)"
+finish cli_lora

@@ -1,0 +1,236 @@
+// LoRA adapters (model/lora.h): which linears get one, PEFT's shapes and init, that a fresh adapter changes nothing
+// (training forward, loss and cached generation alike), that the update is exactly scale * B A (the merged weights'
+// forward), that only adapters train, and merge_lora's refusals.
+#include "torch_catch.h"
+
+#include <map>
+#include <set>
+
+#include "plm/config/load.h"
+#include "plm/model/init.h"
+#include "plm/model/lora.h"
+#include "plm/model/model_inputs.h"
+#include "plm/model/perception_lm.h"
+
+using namespace plm;
+
+namespace {
+
+config::ModelArgs tiny(const std::vector<std::string>& overrides = {}) {
+  std::vector<std::string> o{"model.vocab_size=1000"};
+  o.insert(o.end(), overrides.begin(), overrides.end());
+  return config::load_config(PLM_SOURCE_DIR "/configs/models/tiny.yaml", o).args.model;
+}
+
+model::ModelInputs batch(const model::PerceptionLMImpl& m, int64_t seqlen) {
+  const auto& v = *m.args.vision_model;
+  const int64_t grid = v.image_size / v.patch_size / m.args.pooling_ratio;
+  model::ModelInputs in;
+  in.tokens = at::randint(0, 1000, {2, seqlen}, at::kLong);
+  in.images = at::randn({2, 3, v.image_size, v.image_size});
+  in.image_mask = at::zeros({2, seqlen}, at::kBool);
+  in.image_mask.slice(1, 2, 2 + grid * grid).fill_(true);
+  return in;
+}
+
+// The LoRA model with the base model's weights (adapters as init_lora leaves them unless `random_b`).
+model::PerceptionLM with_adapters(const model::PerceptionLMImpl& base, const std::string& overrides, bool random_b) {
+  std::vector<std::string> o{"model.lora.targets=" + overrides};
+  model::PerceptionLM m(tiny({o}));
+  model::init_all(*m);
+  at::NoGradGuard no_grad;
+  const auto params = base.named_parameters();
+  for (auto& p : m->named_parameters()) {
+    if (model::is_lora_parameter(p.key())) {
+      if (random_b && p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
+      continue;
+    }
+    p.value().copy_(params[p.key()]);
+  }
+  return m;
+}
+
+std::set<std::string> adapted(const model::PerceptionLMImpl& m) {
+  std::set<std::string> out;
+  for (const auto& p : m.named_parameters())
+    if (model::is_lora_parameter(p.key())) out.insert(p.key().substr(0, p.key().size() - 14));  // ".lora_A.weight"
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("LoRA targets: suffixes at dots, whole-name globs, and a pattern that matches nothing is refused") {
+  const auto base = tiny();
+  const int64_t layers = base.n_layers, blocks = base.vision_model->layers;
+  auto count = [](const std::string& targets) {
+    model::PerceptionLM m(tiny({"model.lora.targets=" + targets}), at::TensorOptions().device(at::kMeta));
+    return static_cast<int64_t>(adapted(*m).size());
+  };
+  CHECK(count("wq") == layers);
+  CHECK(count("attention.wq") == layers);
+  CHECK(count("layers.0.attention.wq") == 1);
+  CHECK(count("wq,wk,wv,wo,w1,w2,w3") == 7 * layers);
+  CHECK(count("layers.*.feed_forward.w?") == 3 * layers);
+  CHECK(count("in_proj,out_proj,c_fc,c_proj") == 4 * blocks);
+  CHECK(count("vision_projector.projector.0, vision_projector.projector.2") == 2);
+  CHECK(count("all") == 7 * layers + 4 * blocks + 2);  // every linear, the packed in_proj included
+  for (const std::string bad : {"q", "attention", "wq.weight", "layers.999.attention.wq"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(model::PerceptionLM(tiny({"model.lora.targets=wq," + bad})),
+                      Catch::Contains("model.lora.targets") && Catch::Contains("'" + bad + "'"));
+  }
+  CHECK_THROWS_WITH(model::lora_target_patterns("wq,,wv"), Catch::Contains("empty pattern"));
+}
+
+TEST_CASE("LoRA adapters have PEFT's shapes and init, and only they train") {
+  for (const int64_t rank : {1, 3, 8}) {
+    INFO("rank " << rank);
+    model::PerceptionLM m(tiny({"model.lora.rank=" + std::to_string(rank), "model.lora.targets=all"}));
+    model::init_all(*m);
+    const auto params = m->named_parameters();
+    int64_t adapters = 0;
+    for (const std::string& host : adapted(*m)) {
+      INFO(host);
+      const at::Tensor a = params[host + ".lora_A.weight"], b = params[host + ".lora_B.weight"];
+      const at::Tensor w = params[model::lora_base_weight(host + ".lora_A.weight")];
+      REQUIRE(a.sizes() == at::IntArrayRef({rank, w.size(1)}));
+      REQUIRE(b.sizes() == at::IntArrayRef({w.size(0), rank}));
+      CHECK(at::equal(b, at::zeros_like(b)));
+      const double bound = 1.0 / std::sqrt(static_cast<double>(w.size(1)));
+      CHECK(a.abs().max().item<double>() <= bound);
+      CHECK(a.abs().max().item<double>() > bound / 4);  // drawn, not zero
+      adapters += a.numel() + b.numel();
+    }
+    // Same seed, same adapters; another seed, others.
+    model::PerceptionLM again(tiny({"model.lora.rank=" + std::to_string(rank), "model.lora.targets=all"}));
+    model::init_all(*again);
+    model::PerceptionLM other(
+        tiny({"model.lora.rank=" + std::to_string(rank), "model.lora.targets=all", "model.seed=7"}));
+    model::init_all(*other);
+    const std::string first = *adapted(*m).begin() + ".lora_A.weight";
+    CHECK(at::equal(again->named_parameters()[first], params[first]));
+    CHECK_FALSE(at::equal(other->named_parameters()[first], params[first]));
+
+    m->train();
+    m->apply_freezing();
+    const model::ParameterCounts c = model::count_parameters(*m);
+    CHECK(c.adapters == adapters);
+    CHECK(c.trainable == adapters);
+    for (const auto& p : m->named_parameters()) CHECK(p.value().requires_grad() == model::is_lora_parameter(p.key()));
+  }
+}
+
+TEST_CASE("a fresh adapter changes nothing: forward, loss and cached generation equal the base model's exactly") {
+  at::manual_seed(5);
+  model::PerceptionLM base(tiny());
+  model::init_all(*base);
+  base->eval();
+  for (const std::string targets : {"all", "wq,wv", "in_proj,vision_projector.projector.2,w2"}) {
+    INFO(targets);
+    model::PerceptionLM m = with_adapters(*base, targets, /*random_b=*/false);
+    m->eval();
+    const model::ModelInputs in = batch(*base, 24);
+    CHECK(at::equal(m->forward(in), base->forward(in)));
+    const at::Tensor targets_ids = at::randint(0, 1000, {2, 24}, at::kLong), mask = at::rand({2, 24}) > 0.3;
+    CHECK(at::equal(m->loss(in, targets_ids, mask), base->loss(in, targets_ids, mask)));
+    // Cached generation: a prefill of the embedded prompt through every block's cached attention.
+    at::InferenceMode guard;
+    auto cache = [&](const model::PerceptionLMImpl& model) {
+      const auto& d = model.dims;
+      std::vector<model::KVCacheLayer> c(d.n_layers);
+      for (auto& l : c)
+        l = {at::zeros({2, d.n_kv_heads, 32, d.head_dim}), at::zeros({2, d.n_kv_heads, 32, d.head_dim})};
+      return c;
+    };
+    auto c0 = cache(*base), c1 = cache(*m);
+    const model::RopeTable rope = model::decoder_rope(base->rope_frequencies, 32);
+    const auto step = model::CachedStep::prefill(rope, 2, 24);
+    CHECK(at::equal(m->hidden_cached(m->embed(in), step, c1), base->hidden_cached(base->embed(in), step, c0)));
+  }
+}
+
+TEST_CASE(
+    "an adapter's update is scale * B A: the forward equals the merged weights' and only adapters get gradients") {
+  at::manual_seed(9);
+  model::PerceptionLM base(tiny());
+  model::init_all(*base);
+  for (const std::string alpha : {"16", "3.5"}) {
+    INFO("alpha " << alpha);
+    std::vector<std::string> o{"model.lora.targets=all", "model.lora.rank=4", "model.lora.alpha=" + alpha};
+    model::PerceptionLM m(tiny(o));
+    model::init_all(*m);
+    {
+      at::NoGradGuard no_grad;
+      const auto params = base->named_parameters();
+      for (auto& p : m->named_parameters()) {
+        if (!model::is_lora_parameter(p.key()))
+          p.value().copy_(params[p.key()]);
+        else if (p.key().find(".lora_B.") != std::string::npos)
+          p.value().normal_(0, 0.05);
+      }
+    }
+    NamedTensors tensors;
+    for (const auto& p : m->named_parameters()) tensors.emplace_back(p.key(), p.value().detach());
+    const NamedTensors merged = model::merge_lora(tensors, std::stod(alpha) / 4.0);
+    model::PerceptionLM folded(tiny());
+    {
+      at::NoGradGuard no_grad;
+      const auto params = folded->named_parameters();
+      REQUIRE(merged.size() == params.size());
+      for (const auto& [name, t] : merged) params[name].copy_(t);
+    }
+    m->eval();
+    folded->eval();
+    const model::ModelInputs in = batch(*base, 24);
+    const at::Tensor y = m->forward(in), want = folded->forward(in), plain = base->forward(in);
+    const double scale = want.abs().max().item<double>();
+    CHECK((y - want).abs().max().item<double>() <= 2e-5 * scale);
+    CHECK((y - plain).abs().max().item<double>() > 1e-3 * scale);  // the adapters do act
+
+    m->train();
+    m->apply_freezing();
+    m->loss(in, at::randint(0, 1000, {2, 24}, at::kLong), at::ones({2, 24}, at::kBool)).backward();
+    for (const auto& p : m->named_parameters()) {
+      INFO(p.key());
+      CHECK(p.value().grad().defined() == model::is_lora_parameter(p.key()));
+    }
+  }
+  // PEFT's init: with B = 0 the A matrices receive exactly zero gradient, B ones do not.
+  model::PerceptionLM fresh(tiny({"model.lora.targets=wq,wo"}));
+  model::init_all(*fresh);
+  fresh->train();
+  fresh->apply_freezing();
+  const model::ModelInputs in = batch(*fresh, 24);
+  fresh->loss(in, at::randint(0, 1000, {2, 24}, at::kLong), at::ones({2, 24}, at::kBool)).backward();
+  for (const auto& p : fresh->named_parameters()) {
+    if (!model::is_lora_parameter(p.key())) continue;
+    INFO(p.key());
+    const bool is_a = p.key().find(".lora_A.") != std::string::npos;
+    CHECK((p.value().grad().abs().max().item<double>() == 0.0) == is_a);
+  }
+}
+
+TEST_CASE("merge_lora refuses an adapter without its partner, its base weight, or with the wrong shape") {
+  NamedTensors t{{"layers.0.attention.wq.weight", at::randn({6, 4})},
+                 {"layers.0.attention.wq.lora_A.weight", at::randn({2, 4})},
+                 {"layers.0.attention.wq.lora_B.weight", at::randn({6, 2})},
+                 {"vision_model.transformer.resblocks.0.attn.in_proj_weight", at::randn({9, 3})},
+                 {"vision_model.transformer.resblocks.0.attn.in_proj.lora_A.weight", at::randn({2, 3})},
+                 {"vision_model.transformer.resblocks.0.attn.in_proj.lora_B.weight", at::randn({9, 2})}};
+  const NamedTensors merged = model::merge_lora(t, 0.5);
+  REQUIRE(merged.size() == 2);
+  CHECK(at::allclose(merged[0].second, t[0].second + 0.5 * at::mm(t[2].second, t[1].second)));
+  CHECK(merged[1].first == "vision_model.transformer.resblocks.0.attn.in_proj_weight");
+  CHECK(at::allclose(merged[1].second, t[3].second + 0.5 * at::mm(t[5].second, t[4].second)));
+  auto without = [&](size_t i) {
+    NamedTensors c = t;
+    c.erase(c.begin() + static_cast<std::ptrdiff_t>(i));
+    return c;
+  };
+  CHECK_THROWS_WITH(model::merge_lora(without(2), 1.0), Catch::Contains("layers.0.attention.wq.lora_B.weight"));
+  CHECK_THROWS_WITH(model::merge_lora(without(1), 1.0), Catch::Contains("layers.0.attention.wq.lora_A.weight"));
+  CHECK_THROWS_WITH(model::merge_lora(without(0), 1.0), Catch::Contains("layers.0.attention.wq.weight"));
+  NamedTensors wrong = t;
+  wrong[2].second = at::randn({5, 2});
+  CHECK_THROWS_WITH(model::merge_lora(wrong, 1.0), Catch::Contains("do not fit"));
+}

@@ -10,6 +10,7 @@ make_hf_perception_lm.py, the plm checkpoint (native names + params.json) is exp
   - the HF folder the fixture saved -> `plm export --hf` -> every tensor bit-identical, and the config's model keys equal;
   - `plm export --plm` -> torch.load(weights_only=True) reads consolidated.pth (PLM's names, tied duplicate), and
     `plm model forward` on the folder gives bit-identical logits;
+  - the exported tokenizer.json (Llama 3's tiktoken file) gives tiktoken's ids for tokenizer_parity.py's corpus;
   - the image processor that transformers builds from the folder has the model's tile size and the tile count.
 
 Usage: export_parity.py PLM_BINARY
@@ -77,6 +78,29 @@ def hf_logits(folder, inputs):
     with torch.no_grad():
         out = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].unsqueeze(0), use_cache=False)
     return out.logits.float(), problems
+
+
+def check_tokenizer(folder, model):
+    """Every corpus text of tokenizer_parity.py (those under 20,000 characters: PLM's own cutting of huge inputs is
+    not tiktoken's) gets tiktoken's ids from the exported tokenizer.json, and decodes back."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, HERE)
+    from tokenizer_parity import PAT, SPECIALS, corpus
+
+    ranks = load_tiktoken_bpe(model)
+    enc = tiktoken.Encoding(name="llama3", pat_str=PAT, mergeable_ranks=ranks,
+                            special_tokens={t: len(ranks) + i for i, t in enumerate(SPECIALS)})
+    tok = AutoTokenizer.from_pretrained(folder)
+    texts = [t for t in corpus() if len(t) < 20000]
+    bad = [t for t in texts if tok.encode(t, add_special_tokens=False) != enc.encode(t, allowed_special="all")]
+    check(len(texts) > 1000 and not bad, f"tokenizer.json encodes {len(texts)} texts as tiktoken does "
+                                         f"({len(bad)} differ: {[b[:40] for b in bad[:3]]})")
+    ids = tok.encode("Hello world")
+    check(ids[0] == 128000 and tok.decode(ids[1:]) == "Hello world" and len(tok) == 128256,
+          f"bos in front, decode round trip, {len(tok)} tokens")
 
 
 def main():
@@ -151,6 +175,13 @@ def main():
                 if run(plm, "model", "forward", "--ckpt", rel, "--inputs", os.path.join(fx, "inputs.safetensors"),
                        "--out", out):
                     check(torch.equal(load_file(out)["logits"], ref), f"{name}: --plm export gives identical logits")
+
+        # tokenizer.json: transformers' fast tokenizer from the export encodes as tiktoken does.
+        fx = os.path.join(work, list(CONFIGS)[0])
+        tok_dir = os.path.join(work, "export_tokenizer")
+        llama3 = os.path.join(HERE, "..", "fixtures", "llama3", "tokenizer.model")
+        if run(plm, "export", "--hf", tok_dir, os.path.join(fx, "native.safetensors"), "--tokenizer", llama3):
+            check_tokenizer(tok_dir, llama3)
 
         # A checkpoint that lacks a tensor is refused, naming it; nothing half-written is left as model.safetensors.
         fx = os.path.join(work, list(CONFIGS)[0])

@@ -11,9 +11,11 @@
 #include "plm/ckpt/safetensors.h"
 #include "plm/ckpt/torch_pickle.h"
 #include "plm/config/emit.h"
+#include "plm/export/hf_tokenizer.h"
 #include "plm/infer/prompt.h"
 #include "plm/model/decoder.h"
 #include "plm/model/lora.h"
+#include "plm/text/tiktoken_bpe.h"
 #include "plm/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -165,6 +167,18 @@ std::vector<std::string> export_hf(const std::string& ckpt_path, const std::stri
   if (tokenizer) {
     copy_tokenizer(s.settings.tokenizer_path, dir / "tokenizer.model");
     files.push_back((dir / "tokenizer.model").string());
+    if (const auto* bpe = dynamic_cast<const text::TiktokenBpe*>(tokenizer.get())) {  // Llama 3's: a fast tokenizer
+      write_file(dir / "tokenizer.json", tokenizer_json(*bpe, "<|begin_of_text|>"));
+      const json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                           {"bos_token", "<|begin_of_text|>"},
+                           {"eos_token", "<|eot_id|>"},
+                           {"clean_up_tokenization_spaces", false},
+                           {"model_input_names", {"input_ids", "attention_mask"}},
+                           {"model_max_length", s.args.max_seqlen}};
+      write_file(dir / "tokenizer_config.json", config.dump(2) + "\n");
+      files.push_back((dir / "tokenizer.json").string());
+      files.push_back((dir / "tokenizer_config.json").string());
+    }
   }
   return files;
 }

@@ -111,7 +111,7 @@ std::vector<std::string_view> plm_slices(std::string_view text) {
 }  // namespace
 
 TiktokenBpe::TiktokenBpe(const std::string& path, std::vector<std::string> special_tokens, const std::string& pattern)
-    : pretokenizer_(pattern) {
+    : pattern_(pattern), pretokenizer_(pattern) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw TokenizerError("cannot read tokenizer file '" + path + "'.");
   std::vector<std::pair<std::string, TokenId>> entries;

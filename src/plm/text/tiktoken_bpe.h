@@ -40,15 +40,23 @@ class TiktokenBpe final : public Tokenizer {
   /// Encodes text that contains no special tokens (literals are ordinary text here).
   void encode_ordinary(std::string_view text, std::vector<TokenId>& out) const;
 
+  /// The bytes of token `id` (a special token: its literal); ids 0..num_base_tokens()-1 are the mergeable ranks.
+  std::string_view token_bytes(TokenId id) const { return tokens_.at(static_cast<size_t>(id)); }
+  TokenId num_base_tokens() const { return num_base_; }
+  /// The rank of mergeable `bytes`, or a value above every rank if they are not a token.
+  TokenId rank_of(std::string_view bytes) const;
+  /// The pre-tokenizer's regular expression as given.
+  const std::string& pattern() const { return pattern_; }
+
  private:
   void encode_piece(std::string_view piece, std::vector<TokenId>& out) const;
-  TokenId rank_of(std::string_view bytes) const;
 
   std::string arena_;                                    // all token bytes, back to back
   std::vector<std::string_view> tokens_;                 // id -> bytes (specials: their literal)
   std::unordered_map<std::string_view, TokenId> ranks_;  // mergeable bytes -> rank
   std::unordered_map<std::string_view, TokenId> specials_;
   TokenId num_base_ = 0;
+  std::string pattern_;
   Pretokenizer pretokenizer_;
 };
 

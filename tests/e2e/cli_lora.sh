@@ -5,7 +5,7 @@
 # another base is refused with one sentence; `plm model forward` and `plm generate` read the step folder (base +
 # adapters); `plm export --plm --merge-lora` gives the same logits without adapters; `plm export --hf` of the LoRA
 # run loads in transformers with the same logits, and `plm export --peft` gives an adapter folder that PEFT loads over
-# the base's HF export with the same logits; full_shard is refused with one sentence.
+# the base's HF export with the same logits; two no_shard ranks train 1 rank's adapters; full_shard is refused with one sentence.
 # Usage: tests/e2e/cli_lora.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -133,7 +133,29 @@ with torch.no_grad():
 assert (pl - lora).abs().max() <= 1e-4 * scale, (pl - lora).abs().max()
 PYCHECK
 
-# 6. full_shard is refused with one sentence.
+# 6. Two ranks (no_shard, the same global batch) train the same adapters as one.
+G=(optim.loss_normalization=global_tokens distributed.model_dtype=fp32 distributed.timeout_s=60)
+"$PLM" train recipe.yaml dump_dir=one "${LORA[@]}" "${G[@]}" > one.log 2>&1 || fail "1-rank global_tokens LoRA run"
+"$PLM" launch --nproc-per-node 2 recipe.yaml dump_dir=two "${LORA[@]}" "${G[@]}" data.batch_size=2 > two.log 2>&1 ||
+  fail "2-rank LoRA run: $(tail -2 two.log)"
+"$PY" - one two <<'PYCHECK' || fail "2 ranks differ from 1"
+import json, sys, torch
+from safetensors.torch import load_file
+def losses(run):
+    return {r["global_step"]: r["loss/token_mean"] for r in map(json.loads, open(f"{run}/metrics.jsonl")) if "loss/token_mean" in r}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert sorted(a) == sorted(b) and len(a) == 12, (sorted(a), sorted(b))
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+assert worst <= 1e-5, worst
+x, y = (load_file(f"{r}/checkpoints/0000000012/model.safetensors") for r in sys.argv[1:])
+assert set(x) == set(y)
+num = sum(((x[k] - y[k]) ** 2).sum() for k in x) ** 0.5
+den = sum((x[k] ** 2).sum() for k in x) ** 0.5
+assert num / den <= 1e-5, (num / den).item()
+print(f"2 ranks vs 1: losses within {worst:.1e}, adapters within {(num / den).item():.1e} (global relative norm)")
+PYCHECK
+
+# 7. full_shard is refused with one sentence.
 "$PLM" train recipe.yaml dump_dir=fs "${LORA[@]}" distributed.fsdp_type=full_shard > fs.log 2>&1 && fail "full_shard LoRA ran"
 grep -q "model.lora.*full_shard" fs.log || fail "no full_shard refusal: $(tail -1 fs.log)"
 finish cli_lora

@@ -3,6 +3,8 @@
 // forward), that only adapters train, and merge_lora's refusals.
 #include "torch_catch.h"
 
+#include "model_batches.h"
+
 #include <map>
 #include <set>
 
@@ -20,17 +22,6 @@ config::ModelArgs tiny(const std::vector<std::string>& overrides = {}) {
   std::vector<std::string> o{"model.vocab_size=1000"};
   o.insert(o.end(), overrides.begin(), overrides.end());
   return config::load_config(PLM_SOURCE_DIR "/configs/models/tiny.yaml", o).args.model;
-}
-
-model::ModelInputs batch(const model::PerceptionLMImpl& m, int64_t seqlen) {
-  const auto& v = *m.args.vision_model;
-  const int64_t grid = v.image_size / v.patch_size / m.args.pooling_ratio;
-  model::ModelInputs in;
-  in.tokens = at::randint(0, 1000, {2, seqlen}, at::kLong);
-  in.images = at::randn({2, 3, v.image_size, v.image_size});
-  in.image_mask = at::zeros({2, seqlen}, at::kBool);
-  in.image_mask.slice(1, 2, 2 + grid * grid).fill_(true);
-  return in;
 }
 
 // The LoRA model with the base model's weights (adapters as init_lora leaves them unless `random_b`).
@@ -129,7 +120,7 @@ TEST_CASE("a fresh adapter changes nothing: forward, loss and cached generation 
     INFO(targets);
     model::PerceptionLM m = with_adapters(*base, targets, /*random_b=*/false);
     m->eval();
-    const model::ModelInputs in = batch(*base, 24);
+    const model::ModelInputs in = text_and_image_batch(*base, 24, 2);
     CHECK(at::equal(m->forward(in), base->forward(in)));
     const at::Tensor targets_ids = at::randint(0, 1000, {2, 24}, at::kLong), mask = at::rand({2, 24}) > 0.3;
     CHECK(at::equal(m->loss(in, targets_ids, mask), base->loss(in, targets_ids, mask)));
@@ -181,7 +172,7 @@ TEST_CASE(
     }
     m->eval();
     folded->eval();
-    const model::ModelInputs in = batch(*base, 24);
+    const model::ModelInputs in = text_and_image_batch(*base, 24, 2);
     const at::Tensor y = m->forward(in), want = folded->forward(in), plain = base->forward(in);
     const double scale = want.abs().max().item<double>();
     CHECK((y - want).abs().max().item<double>() <= 2e-5 * scale);
@@ -200,7 +191,7 @@ TEST_CASE(
   model::init_all(*fresh);
   fresh->train();
   fresh->apply_freezing();
-  const model::ModelInputs in = batch(*fresh, 24);
+  const model::ModelInputs in = text_and_image_batch(*fresh, 24, 2);
   fresh->loss(in, at::randint(0, 1000, {2, 24}, at::kLong), at::ones({2, 24}, at::kBool)).backward();
   for (const auto& p : fresh->named_parameters()) {
     if (!model::is_lora_parameter(p.key())) continue;

@@ -1,6 +1,8 @@
 // The model's structure (names, shapes, sizes), RoPE tables, forward semantics, freezing and init.
 #include "torch_catch.h"
 
+#include "model_batches.h"
+
 #include <map>
 #include <set>
 
@@ -30,17 +32,6 @@ int64_t numel(const torch::nn::Module& m) {
   int64_t n = 0;
   for (const auto& p : m.parameters()) n += p.numel();
   return n;
-}
-
-model::ModelInputs text_and_image_batch(const model::PerceptionLMImpl& m, int64_t seqlen, int64_t first_image) {
-  const auto& v = *m.args.vision_model;
-  const int64_t grid = v.image_size / v.patch_size / m.args.pooling_ratio;
-  model::ModelInputs in;
-  in.tokens = at::randint(0, 1000, {2, seqlen}, at::kLong);
-  in.images = at::randn({2, 3, v.image_size, v.image_size});
-  in.image_mask = at::zeros({2, seqlen}, at::kBool);
-  in.image_mask.slice(1, first_image, first_image + grid * grid).fill_(true);
-  return in;
 }
 
 }  // namespace
@@ -203,8 +194,8 @@ TEST_CASE("DropPath: off in eval, per-sample masks in training, same masks give 
 TEST_CASE("DropPath with keys: an image's masks are a function of its key alone, kept at the keep rate") {
   const double drop = GENERATE(0.1, 0.5);
   at::manual_seed(2);
-  model::PerceptionLM m(model_args("tiny", {"model.vision_model.drop_path=" + std::to_string(drop),
-                                            "model.vision_model.ls_init_value=0.1"}));
+  model::PerceptionLM m(model_args(
+      "tiny", {"model.vision_model.drop_path=" + std::to_string(drop), "model.vision_model.ls_init_value=0.1"}));
   auto& v = *m->vision_model;
   v.train();
   std::vector<uint64_t> keys;
@@ -324,8 +315,8 @@ TEST_CASE("init: decoder reproducible from model.seed, projector biases drawn to
   CHECK(
       at::equal(a->vision_model->resblocks->ptr(0)->as<model::VisionBlockImpl>()->attn->in_proj_bias, at::zeros({96})));
   // init_base_std sets the blocks' std only; the embedding and untied output keep dim^-0.5, as PLM's.
-  model::PerceptionLM c(model_args("tiny", {"model.vocab_size=500", "model.init_base_std=0.02",
-                                            "model.weight_tying=false"}));
+  model::PerceptionLM c(
+      model_args("tiny", {"model.vocab_size=500", "model.init_base_std=0.02", "model.weight_tying=false"}));
   model::init_all(*c);
   CHECK(c->tok_embeddings.std().item<double>() == Approx(std * 0.9866).epsilon(0.02));
   CHECK(c->output.std().item<double>() == Approx(std * 0.9866).epsilon(0.02));

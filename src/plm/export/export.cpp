@@ -102,32 +102,23 @@ ckpt::HfTokenIds token_ids(const text::Tokenizer& tok) {
 // transformers' PerceptionLM image / video processors and processor, set to what this checkpoint was trained with.
 std::vector<std::string> write_processor(const fs::path& dir, const data::PreprocessOptions& p) {
   const json mean = {0.5, 0.5, 0.5};  // PLM normalises (x/255 - 0.5)/0.5
-  const json image = {{"image_processor_type", "PerceptionLMImageProcessor"},
-                      {"processor_class", "PerceptionLMProcessor"},
-                      {"tile_size", p.image_res},
-                      {"max_num_tiles", p.max_num_tiles},
-                      {"vision_input_type", p.vision_input_type},
-                      {"size", {{"height", p.image_res}, {"width", p.image_res}}},
-                      {"resample", 3},  // bicubic
-                      {"do_resize", true},
-                      {"do_rescale", true},
-                      {"rescale_factor", 1.0 / 255.0},
-                      {"do_normalize", true},
-                      {"image_mean", mean},
-                      {"image_std", mean},
-                      {"do_convert_rgb", true}};
-  const json video = {{"video_processor_type", "PerceptionLMVideoProcessor"},
-                      {"processor_class", "PerceptionLMProcessor"},
-                      {"size", {{"height", p.image_res}, {"width", p.image_res}}},
-                      {"num_frames", p.max_video_frames},
-                      {"resample", 3},
-                      {"do_resize", true},
-                      {"do_rescale", true},
-                      {"rescale_factor", 1.0 / 255.0},
-                      {"do_normalize", true},
-                      {"image_mean", mean},
-                      {"image_std", mean},
-                      {"do_convert_rgb", true}};
+  // What the image and video processors share: resize to the tile (bicubic), rescale, normalise, RGB.
+  const json common = {{"processor_class", "PerceptionLMProcessor"},
+                       {"size", {{"height", p.image_res}, {"width", p.image_res}}},
+                       {"resample", 3},
+                       {"do_resize", true},
+                       {"do_rescale", true},
+                       {"rescale_factor", 1.0 / 255.0},
+                       {"do_normalize", true},
+                       {"image_mean", mean},
+                       {"image_std", mean},
+                       {"do_convert_rgb", true}};
+  json image = common, video = common;
+  image.update({{"image_processor_type", "PerceptionLMImageProcessor"},
+                {"tile_size", p.image_res},
+                {"max_num_tiles", p.max_num_tiles},
+                {"vision_input_type", p.vision_input_type}});
+  video.update({{"video_processor_type", "PerceptionLMVideoProcessor"}, {"num_frames", p.max_video_frames}});
   const json processor = {
       {"processor_class", "PerceptionLMProcessor"}, {"patch_size", p.patch_size}, {"pooling_ratio", p.pooling_ratio}};
   std::vector<std::string> out;

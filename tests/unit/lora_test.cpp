@@ -1,6 +1,6 @@
 // LoRA adapters (model/lora.h): which linears get one, PEFT's shapes and init, that a fresh adapter changes nothing
 // (training forward, loss and cached generation alike), that the update is exactly scale * B A (the merged weights'
-// forward), that only adapters train, and merge_lora's refusals.
+// forward), that only adapters train, that activation checkpointing recomputes them, and merge_lora's refusals.
 #include "torch_catch.h"
 
 #include "model_batches.h"
@@ -224,4 +224,38 @@ TEST_CASE("merge_lora refuses an adapter without its partner, its base weight, o
   NamedTensors wrong = t;
   wrong[2].second = at::randn({5, 2});
   CHECK_THROWS_WITH(model::merge_lora(wrong, 1.0), Catch::Contains("do not fit"));
+}
+
+TEST_CASE("activation checkpointing recomputes the adapters: the same loss and adapter gradients as the plain graph") {
+  at::manual_seed(13);
+  model::PerceptionLM m(tiny({"model.lora.targets=all", "model.lora.rank=3"}));
+  model::init_all(*m);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : m->named_parameters())
+      if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
+  }
+  m->train();
+  m->apply_freezing();
+  const model::ModelInputs in = text_and_image_batch(*m, 24, 2);
+  const at::Tensor targets = at::randint(0, 1000, {2, 24}, at::kLong), mask = at::rand({2, 24}) > 0.3;
+  auto run = [&](bool ac) {
+    m->set_activation_checkpointing(ac);
+    m->zero_grad();
+    const at::Tensor loss = m->loss(in, targets, mask);
+    loss.backward();
+    std::map<std::string, at::Tensor> grads;
+    for (const auto& p : m->named_parameters())
+      if (p.value().grad().defined()) grads[p.key()] = p.value().grad().clone();
+    return std::make_pair(loss.item<double>(), grads);
+  };
+  const auto plain = run(false), ac = run(true);
+  CHECK(plain.first == ac.first);
+  REQUIRE(plain.second.size() == ac.second.size());
+  CHECK(plain.second.size() == adapted(*m).size() * 2);
+  for (const auto& [name, g] : plain.second) {
+    INFO(name);
+    REQUIRE(ac.second.count(name));
+    CHECK(at::allclose(g, ac.second.at(name), 1e-5, 1e-7));
+  }
 }

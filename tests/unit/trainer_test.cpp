@@ -206,9 +206,8 @@ TEST_CASE("matmul_allow_tf32, detect_anomaly, show_first_batch and dp_shard act 
   {  // anomaly mode names the backward op that produced the first NaN, before the NaN guard sees the loss
     std::string msg;
     try {
-      train::Trainer t(toy_args(s, "anomaly",
-                                {"distributed.detect_anomaly=true", "optim.lr=1e30", "optim.warmup=0",
-                                 "optim.scheduler=constant", "optim.clip=0", "steps=4"}));
+      train::Trainer t(toy_args(s, "anomaly", {"distributed.detect_anomaly=true", "optim.lr=1e30", "optim.warmup=0",
+                                               "optim.scheduler=constant", "optim.clip=0", "steps=4"}));
       t.run();
     } catch (const std::exception& e) {
       msg = e.what();
@@ -216,9 +215,8 @@ TEST_CASE("matmul_allow_tf32, detect_anomaly, show_first_batch and dp_shard act 
     CHECK_THAT(msg, Catch::Contains("returned nan values"));
     torch::autograd::AnomalyMode::set_enabled(false);
   }
-  const std::string hsdp = error_of<config::ConfigError>([&] {
-    train::Trainer(toy_args(s, "hsdp", {"distributed.dp_shard=2", "distributed.fsdp_type=full_shard"}));
-  });
+  const std::string hsdp = error_of<config::ConfigError>(
+      [&] { train::Trainer(toy_args(s, "hsdp", {"distributed.dp_shard=2", "distributed.fsdp_type=full_shard"})); });
   CHECK_THAT(hsdp, Catch::Contains("distributed.dp_shard is 2 on 1 ranks"));
   CHECK_THAT(hsdp, Catch::Contains("HSDP"));
 }

@@ -148,7 +148,7 @@ compare bf16_1 bf16_2 2e-2
 import re, sys
 def held(log):
     out = {}
-    for m in re.finditer(r"rank (\d+) holds (\d+) bytes of fp32 parameters, (\d+) of gradients, (\d+) of optimizer state "
+    for m in re.finditer(r"rank (\d+) holds (\d+) bytes of master parameters, (\d+) of gradients, (\d+) of optimizer state "
                          r"\((\d+) padding", open(log).read()):
         r, p, g, s, pad = map(int, m.groups())
         out[r] = (p + g + s, pad)

@@ -5,7 +5,8 @@
 # another base is refused with one sentence; `plm model forward` and `plm generate` read the step folder (base +
 # adapters); `plm export --plm --merge-lora` gives the same logits without adapters; `plm export --hf` of the LoRA
 # run loads in transformers with the same logits, and `plm export --peft` gives an adapter folder that PEFT loads over
-# the base's HF export with the same logits; two no_shard ranks train 1 rank's adapters; full_shard is refused with one sentence.
+# the base's HF export with the same logits; two no_shard ranks train 1 rank's adapters; in bf16 the
+# frozen base is held without fp32 masters; full_shard is refused with one sentence.
 # Usage: tests/e2e/cli_lora.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -155,7 +156,19 @@ assert num / den <= 1e-5, (num / den).item()
 print(f"2 ranks vs 1: losses within {worst:.1e}, adapters within {(num / den).item():.1e} (global relative norm)")
 PYCHECK
 
-# 7. full_shard is refused with one sentence.
+# 7. bf16: the frozen base is held in bf16 only (no fp32 masters), the adapters keep theirs.
+"$PLM" train recipe.yaml dump_dir=bf16 "${LORA[@]}" steps=2 distributed.model_dtype=bf16 > bf16.log 2>&1 ||
+  fail "bf16 LoRA run: $(tail -1 bf16.log)"
+"$PY" - bf16.log one.log <<'PYCHECK' || fail "bf16 LoRA holds fp32 masters of the base"
+import re, sys
+held = lambda f: int(re.search(r"holds (\d+) bytes of master parameters", open(f).read()).group(1))
+counts = re.search(r"model parameters: (\d+) total, (\d+) trainable", open(sys.argv[1]).read())
+total, trainable = int(counts.group(1)), int(counts.group(2))
+assert held(sys.argv[1]) == 2 * (total - trainable) + 4 * trainable, (held(sys.argv[1]), total, trainable)
+assert held(sys.argv[2]) == 4 * total, held(sys.argv[2])
+PYCHECK
+
+# 8. full_shard is refused with one sentence.
 "$PLM" train recipe.yaml dump_dir=fs "${LORA[@]}" distributed.fsdp_type=full_shard > fs.log 2>&1 && fail "full_shard LoRA ran"
 grep -q "model.lora.*full_shard" fs.log || fail "no full_shard refusal: $(tail -1 fs.log)"
 finish cli_lora

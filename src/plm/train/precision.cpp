@@ -10,7 +10,9 @@ MasterWeights::MasterWeights(model::PerceptionLMImpl& model, at::ScalarType comp
                 param.scalar_type());
     at::Tensor master = param;
     if (compute_ != at::kFloat) {
-      master = param.detach().clone();
+      // LoRA's frozen base is never updated: it is held in the compute dtype only, without an fp32 copy.
+      const bool frozen_base = model.args.lora && !param.requires_grad();
+      if (!frozen_base) master = param.detach().clone();
       param.set_data(param.to(compute_));
     }
     if (param.requires_grad()) {
@@ -50,7 +52,8 @@ void MasterWeights::accumulate_gradients() {
 void MasterWeights::publish() {
   if (compute_ == at::kFloat) return;
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < masters_.size(); ++i) model_params_[i].copy_(masters_[i].second);
+  for (size_t i = 0; i < masters_.size(); ++i)
+    if (!masters_[i].second.is_same(model_params_[i])) model_params_[i].copy_(masters_[i].second);
 }
 
 }  // namespace plm::train

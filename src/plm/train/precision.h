@@ -16,11 +16,13 @@ namespace plm::train {
 class MasterWeights {
  public:
   /// Takes the fp32 parameters of `model` as masters (all of them, frozen ones too: checkpoints keep them in full
-  /// precision) and, for a 16-bit `compute` dtype, turns the model's parameters into copies in that dtype. Call
-  /// after apply_freezing(): trainable() follows requires_grad.
+  /// precision) and, for a 16-bit `compute` dtype, turns the model's parameters into copies in that dtype. With
+  /// model.lora the frozen base gets no fp32 master: its "master" is the compute-dtype parameter itself (a LoRA
+  /// run's checkpoints hold the adapters only, and the base is never updated), which saves 4 bytes a base
+  /// parameter. Call after apply_freezing(): trainable() follows requires_grad.
   MasterWeights(model::PerceptionLMImpl& model, at::ScalarType compute);
 
-  /// Every parameter's fp32 master, by the model's parameter name.
+  /// Every parameter's fp32 master (a LoRA base parameter: itself, in the compute dtype), by the model's name.
   const NamedTensors& all() const { return masters_; }
   /// The masters of trainable parameters (what AdamW updates); their .grad holds the accumulated fp32 gradient.
   const NamedTensors& trainable() const { return trainable_; }

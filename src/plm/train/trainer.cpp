@@ -512,7 +512,7 @@ void Trainer::Impl::log_memory_footprint() {
   // Gradients exist only inside a step (zero_grad drops them): count them as the trainable parameters' size.
   if (grads == 0)
     for (const auto& [name, t] : parallel->trainable()) grads += static_cast<int64_t>(t.nbytes());
-  log::info("rank {} holds {} bytes of fp32 parameters, {} of gradients, {} of optimizer state ({} padding elements)",
+  log::info("rank {} holds {} bytes of master parameters, {} of gradients, {} of optimizer state ({} padding elements)",
             world->rank(), f.parameter_bytes, grads, optimizer_state, f.padding_elements);
 }
 

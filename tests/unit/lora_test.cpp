@@ -239,17 +239,8 @@ TEST_CASE("activation checkpointing recomputes the adapters: the same loss and a
   m->apply_freezing();
   const model::ModelInputs in = text_and_image_batch(*m, 24, 2);
   const at::Tensor targets = at::randint(0, 1000, {2, 24}, at::kLong), mask = at::rand({2, 24}) > 0.3;
-  auto run = [&](bool ac) {
-    m->set_activation_checkpointing(ac);
-    m->zero_grad();
-    const at::Tensor loss = m->loss(in, targets, mask);
-    loss.backward();
-    std::map<std::string, at::Tensor> grads;
-    for (const auto& p : m->named_parameters())
-      if (p.value().grad().defined()) grads[p.key()] = p.value().grad().clone();
-    return std::make_pair(loss.item<double>(), grads);
-  };
-  const auto plain = run(false), ac = run(true);
+  const auto plain = loss_and_gradients(*m, in, targets, mask, false);
+  const auto ac = loss_and_gradients(*m, in, targets, mask, true);
   CHECK(plain.first == ac.first);
   REQUIRE(plain.second.size() == ac.second.size());
   CHECK(plain.second.size() == adapted(*m).size() * 2);

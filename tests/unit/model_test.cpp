@@ -262,19 +262,8 @@ TEST_CASE("activation checkpointing gives the gradients of the plain graph, Drop
     const model::ModelInputs in = text_and_image_batch(*m, 12, 3);
     const at::Tensor targets = at::randint(0, 1000, {2, 12}, at::kLong);
     const at::Tensor mask = at::rand({2, 12}) > 0.3;
-    auto run = [&](bool ac) {
-      m->set_activation_checkpointing(ac);
-      m->zero_grad();
-      at::manual_seed(11);  // the same DropPath masks both times
-      const at::Tensor loss = m->loss(in, targets, mask);
-      loss.backward();
-      std::map<std::string, at::Tensor> grads;
-      for (const auto& p : m->named_parameters())
-        if (p.value().grad().defined()) grads[p.key()] = p.value().grad().clone();
-      return std::make_pair(loss.item<double>(), grads);
-    };
-    const auto plain = run(false);
-    const auto ac = run(true);
+    const auto plain = loss_and_gradients(*m, in, targets, mask, false);
+    const auto ac = loss_and_gradients(*m, in, targets, mask, true);
     CHECK(plain.first == ac.first);
     REQUIRE(plain.second.size() == ac.second.size());
     CHECK(plain.second.size() > (freeze ? 3u : 30u));

@@ -134,6 +134,13 @@ with torch.no_grad():
 assert (pl - lora).abs().max() <= 1e-4 * scale, (pl - lora).abs().max()
 PYCHECK
 
+# A step folder whose base has gone is refused with one sentence naming lora_base.json and the base.
+mv base base_moved
+"$PLM" model forward --ckpt $final --inputs in.safetensors --out x.safetensors > nobase.log 2>&1 && fail "ran without its base"
+grep -q "lora_base.json' names the base checkpoint '.*base/checkpoints/0000000006', which does not exist" nobase.log ||
+  fail "no sentence for a missing base: $(tail -1 nobase.log)"
+mv base_moved base
+
 # 6. Two ranks (no_shard, the same global batch) train the same adapters as one.
 G=(optim.loss_normalization=global_tokens distributed.model_dtype=fp32 distributed.timeout_s=60)
 "$PLM" train recipe.yaml dump_dir=one "${LORA[@]}" "${G[@]}" > one.log 2>&1 || fail "1-rank global_tokens LoRA run"

@@ -25,6 +25,9 @@ import tempfile
 import torch
 from safetensors.torch import load_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     "odd-gqa1-untied-nocls-pool1": ["--dim", "40", "--n-heads", "5", "--n-kv-heads", "1", "--untied", "--no-cls",
@@ -36,16 +39,6 @@ CONFIGS = {
                                "--seed", "4"],
 }
 TOL = 1e-4
-failures = []
-passed = [0]
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if ok:
-        passed[0] += 1
-    else:
-        failures.append(what)
 
 
 def run(*cmd):
@@ -87,7 +80,6 @@ def check_tokenizer(folder, model):
     from tiktoken.load import load_tiktoken_bpe
     from transformers import AutoTokenizer
 
-    sys.path.insert(0, HERE)
     from tokenizer_parity import PAT, SPECIALS, corpus
 
     ranks = load_tiktoken_bpe(model)
@@ -199,8 +191,7 @@ def main():
               f"an incomplete checkpoint is refused, naming the tensor ({r.stderr.strip()[:200]})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"export parity: {passed[0]} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("export parity")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from collections import OrderedDict
 import torch
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     "cls-gqa-tied-pool2-rope32": [],
@@ -28,16 +31,6 @@ CONFIGS = {
     "cls-interpolated-posemb": ["--interp-size", "48", "--images-per-sample", "1,1"],
 }
 FP32_TOL, BF16_TOL = 1e-4, 3e-2
-failures = []
-passed = [0]
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if ok:
-        passed[0] += 1
-    else:
-        failures.append(what)
 
 
 def plm_forward(plm, ckpt, fixture, out, *extra):
@@ -123,8 +116,7 @@ def main():
               f"missing tensor is named ({r.stderr.strip()[:200]})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"model parity: {passed[0]} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("model parity")
 
 
 if __name__ == "__main__":

@@ -31,17 +31,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import make_hf_perception_lm as fixture  # noqa: E402  (HF -> native names, independent of the C++)
+from checks import check, finish  # noqa: E402
 
 STEPS, ROWS, LOSS_TOL, WEIGHT_TOL = 10, 4, 1e-5, 1e-5
 OPTIM = {"lr": 3e-3, "weight_decay": 0.1, "epsilon": 1e-8, "beta1": 0.9, "beta2": 0.95, "clip": 1.0,
          "scheduler": "cosine", "warmup": 3, "lr_min_ratio": 0.1, "cycle_length": 1.0, "cosine_theta": 1.0}
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def lr_cosine(step, warmup, n_steps, cycle_length, theta, min_ratio):
@@ -212,10 +206,7 @@ def main(plm):
     for tied, modes in ((False, ("full_shard", "no_shard")), (True, ("full_shard",))):
         with tempfile.TemporaryDirectory() as tmp:
             parity(plm, tmp, tied, modes)
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        sys.exit(1)
-    print("training parity: all checks passed")
+    finish("training parity")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ config::ModelArgs model_args_from_hf_config(const std::string& json_text, const 
 
 /// The token ids a Hugging Face config names: PLM's Llama 3 tokenizer's by default.
 struct HfTokenIds {
-  int64_t image = 128002;                    // <|image|>
-  int64_t video = 128003;                    // the video placeholder transformers' PerceptionLM expects
-  int64_t bos = 128000;                      // <|begin_of_text|>
+  int64_t image = 128002;  // <|image|>
+  int64_t video = 128003;  // <|reserved_special_token_1|>: PLM's tokenizer has no video token (frames take
+                           // <|image|>); transformers' PerceptionLM configs name this id
+  int64_t bos = 128000;    // <|begin_of_text|>
   std::vector<int64_t> eos{128001, 128009};  // <|end_of_text|>, <|eot_id|>
 };
 

@@ -97,6 +97,10 @@ MappedTensors read_native_weights(const std::string& path, const config::ModelAr
   const fs::path p(path);
   verify_if_step_folder(p.string());
   if (const auto base = read_lora_base(p.string())) {  // a LoRA run's step: its base's weights, then the adapters
+    if (!fs::exists(base->path))
+      throw CheckpointError("'" + (p / kLoraBaseFile).string() + "' names the base checkpoint '" + base->path +
+                            "', which does not exist: these LoRA adapters need it (put it back there, or write its "
+                            "new path into lora_base.json).");
     MappedTensors out = read_native_weights(base->path, args);
     const std::string now = lora_base_checksum(out.tensors);
     if (now != base->checksum)

@@ -528,10 +528,6 @@ std::vector<std::string> write_safetensors_dir(const TensorMap& tensors, const s
       names.emplace_back(buf);
     }
   }
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (is_export_file(name) && std::find(names.begin(), names.end(), name) == names.end()) fs::remove(e.path(), ec);
-  }
   json weight_map = json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     write_safetensors(shards[i], (root / names[i]).string(), metadata);
@@ -544,6 +540,12 @@ std::vector<std::string> write_safetensors_dir(const TensorMap& tensors, const s
     f.write(text.data(), text.size());
     f.commit();
     written.push_back(index_path.string());
+  }
+  // Only now, with the new export written: a failed write removes nothing it has not replaced.
+  if (shards.size() > 1) names.push_back(index_path.filename().string());
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (is_export_file(name) && std::find(names.begin(), names.end(), name) == names.end()) fs::remove(e.path(), ec);
   }
   return written;
 }

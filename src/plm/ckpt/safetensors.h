@@ -94,8 +94,9 @@ TensorMap read_safetensors_dir(const std::string& dir);
 /// the limit gets a shard of its own, as transformers' save_pretrained does) plus `model.safetensors.index.json`
 /// ({"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}}). Every file is written atomically, the
 /// index last; each shard carries `metadata` ({"format": "pt"} is what transformers writes). `dir` is created if
-/// missing; shards and an index of an earlier export that this one does not rewrite are removed, so the folder
-/// never mixes two exports. Returns the files written, index last. Throws CheckpointError as write_safetensors does.
+/// missing; shards and an index of an earlier export that this one does not rewrite are removed after the new files
+/// are written, so the folder never ends up mixing two exports. Returns the files written, index last. Throws
+/// CheckpointError as write_safetensors does.
 std::vector<std::string> write_safetensors_dir(const TensorMap& tensors, const std::string& dir,
                                                uint64_t max_shard_bytes,
                                                const std::map<std::string, std::string>& metadata = {});

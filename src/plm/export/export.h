@@ -21,9 +21,10 @@ struct ExportOptions {
 /// (ckpt::native_to_hf) as model.safetensors or shards + model.safetensors.index.json, the processor's settings
 /// (preprocessor_config.json, video_preprocessor_config.json, processor_config.json: tile size, tiles, vision input
 /// type, frames, patch size, pooling, PLM's 0.5/0.5 normalisation) and, when there is a tokenizer, tokenizer.model
-/// (the file itself) with tokenizer_config.json. The checkpoint's tensors must be exactly the model's parameters
-/// (strict: CheckpointError names what is missing, unexpected or mis-shaped). A LoRA checkpoint is written with its
-/// adapters folded into the base weights (model::merge_lora) as a plain model. Returns the files written.
+/// (the file itself), plus tokenizer.json and tokenizer_config.json for a tiktoken one (export/hf_tokenizer.h). The
+/// checkpoint's tensors must be exactly the model's parameters (strict: CheckpointError names what is missing,
+/// unexpected or mis-shaped). A LoRA checkpoint is written with its adapters folded into the base weights
+/// (model::merge_lora) as a plain model. Returns the files written.
 std::vector<std::string> export_hf(const std::string& ckpt, const std::string& out_dir, const ExportOptions& options);
 
 /// Writes `out_dir` as a PEFT LoRA adapter folder for the Hugging Face form of the run's base model (export_hf of

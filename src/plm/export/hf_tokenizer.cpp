@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-using nlohmann::json;
 using nlohmann::ordered_json;
 
 namespace plm::exporting {

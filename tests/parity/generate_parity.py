@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_hf_perception_lm  # noqa: E402  (the fixture builder: reused, not copied)
-from model_parity import check, failures, passed  # noqa: E402  (the same ok/FAIL bookkeeping)
+from checks import check, finish  # noqa: E402  (the parity scripts' ok/FAIL bookkeeping)
 
 TOKENIZER = os.path.join(HERE, "..", "fixtures", "llama3", "tokenizer.model")
 MAX_GEN_LEN = 12
@@ -95,8 +95,7 @@ def main():
         compare("text-only", model, questions, prompts, generated, dumped, tokens_per_image)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"generate parity: {passed[0]} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("generate parity")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ MappedTensors read_native_weights(const std::string& path, const config::ModelAr
       throw CheckpointError("'" + path + "' holds LoRA adapters trained on '" + base->path + "' (weights " +
                             base->checksum + "), but that checkpoint's weights are now " + now +
                             ": it is not the base they were trained on.");
-    for (const auto& [name, t] : read_safetensors((p / "model.safetensors").string()))
-      out.tensors.emplace_back(name, t);
+    const TensorMap adapters = is_sharded_checkpoint(p.string()) ? unflatten(p.string())  // a full_shard run's
+                                                                 : read_safetensors((p / "model.safetensors").string());
+    for (const auto& [name, t] : adapters) out.tensors.emplace_back(name, t);
     return out;
   }
   if (fs::is_directory(p)) {

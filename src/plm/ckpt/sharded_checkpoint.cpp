@@ -53,7 +53,7 @@ RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedT
   const int world = layout.world_size;
   RankFiles files;
   TensorMap model, state;
-  for (const auto& [name, shard] : shards) model.insert(name, shard.detach());
+  for (const auto& [name, shard] : shards) model.insert(name, shard.detach().to(at::kFloat));  // the files are fp32
   for (const auto& [name, t] : optimizer_state) state.insert(name, t);
   files.tensors.emplace_back(shard_file_name("model", rank, world), std::move(model));
   files.tensors.emplace_back(shard_file_name("optimizer", rank, world), std::move(state));
@@ -138,6 +138,7 @@ CheckpointContents as_plain(const std::string& dir) {
   const CheckpointContents texts = CheckpointStore::load(dir);
   c.params_json = texts.params_json;
   c.train_state_json = texts.train_state_json;
+  c.texts = texts.texts;
   return c;
 }
 

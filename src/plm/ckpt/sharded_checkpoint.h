@@ -14,8 +14,8 @@
 
 namespace plm::ckpt {
 
-/// This rank's part of a checkpoint: its model, optimizer and extra shard files. `shards` are this rank's fp32
-/// shards of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its trainable
+/// This rank's part of a checkpoint: its model, optimizer and extra shard files. `shards` are this rank's shards
+/// (written as fp32) of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its trainable
 /// shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` its partly accumulated
 /// gradients "grad.<unit>". Rank 0 also writes shards.json and the `texts` (params.json, train_state.json).
 RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedTensors& shards,
@@ -36,7 +36,7 @@ ShardedRestore restore_sharded(const std::string& dir, const dist::ShardLayout& 
                                int rank);
 
 /// A sharded checkpoint as a single process's contents: full named parameters, per-parameter AdamW state,
-/// the full partly accumulated gradients; params.json and train_state.json as they are.
+/// the full partly accumulated gradients; params.json, train_state.json and lora_base.json as they are.
 CheckpointContents as_plain(const std::string& dir);
 
 }  // namespace plm::ckpt

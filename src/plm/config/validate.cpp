@@ -206,9 +206,6 @@ std::vector<std::string> validate(const Loaded& loaded) {
   check_data(a.data, c);
   check_optim(a.optim, c);
   check_distributed(a.distributed, c);
-  c.require(!a.model.lora || a.distributed.fsdp_type != FsdpType::full_shard, "model.lora",
-            "is not yet supported with distributed.fsdp_type: full_shard (a unit would mix frozen base weights and "
-            "trainable adapters); use no_shard");
   c.require(a.data.packing != Packing::tokens || a.optim.loss_normalization == LossNormalization::global_tokens,
             "data.packing",
             "is tokens, which needs optim.loss_normalization: global_tokens (micro-batches hold different numbers of "

@@ -3,6 +3,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <array>
+#include <deque>
 #include <map>
 #include <stdexcept>
 
@@ -14,10 +16,20 @@ namespace {
 
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
-struct Unit {
+/// One flat buffer: a layout unit (dist/flat_layout.h).
+struct Flat {
   UnitLayout layout;
   std::vector<at::Tensor> parameters;  // the model's parameter tensors, in layout order
-  at::Tensor shard;                    // fp32 leaf [S]
+  at::Tensor shard;                    // leaf [S]: fp32, or the compute dtype for a LoRA run's frozen base
+};
+
+/// One unit of the model (model/units.h), gathered and run as a whole: its frozen flat buffer, its trainable one, or
+/// both (a unit that mixes them, as LoRA's base weights and adapters do, is two buffers: only the trainable one is
+/// reduced, and a LoRA run's frozen one is held in the compute dtype).
+struct Unit {
+  std::string name;
+  std::vector<Flat*> flats;  // one or two
+  Flat* trainable = nullptr;
 };
 
 }  // namespace
@@ -27,12 +39,13 @@ struct ShardedModel::Impl : model::UnitRunner {
   World* world = nullptr;
   at::ScalarType compute = at::kFloat;
   ShardLayout layout;
-  std::vector<Unit> units;
-  std::map<std::string, size_t> index;
+  std::deque<Flat> flats;  // layout order
+  std::deque<Unit> units;
+  std::map<std::string, Unit*> index;
   Named shards;
   at::Tensor placeholder;  // what a parameter holds while its unit is not running
 
-  int64_t shard_len(const Unit& u) const { return shard_length(u.layout.numel, world->size()); }
+  int64_t shard_len(const Flat& f) const { return shard_length(f.layout.numel, world->size()); }
 
   // Overlap (several ranks): the order in which units are used in forward and in backward is recorded during the
   // first micro-batch; from then on each use starts gathering the next unit of its pass before it computes
@@ -48,14 +61,18 @@ struct ShardedModel::Impl : model::UnitRunner {
   Order orders[2];  // forward, backward
   size_t position = 0;
   bool prefetch = true;
+  /// A unit's gathered buffers, one per flat buffer.
   struct Gathering {
     Unit* unit = nullptr;
-    at::Tensor full, input;
-    Pending pending;
+    std::vector<at::Tensor> full, input;
+    std::vector<Pending> pending;
+    void wait() {
+      for (Pending& p : pending) p.wait();
+    }
   } ahead;
   struct Reduction {
-    Unit* unit = nullptr;
-    at::Tensor flat, shard_grad;
+    Flat* flat = nullptr;
+    at::Tensor gradient, shard_grad;
     Pending pending;
   } reducing;
 
@@ -63,26 +80,31 @@ struct ShardedModel::Impl : model::UnitRunner {
   Gathering start_gather(Unit& u) {
     Gathering g;
     g.unit = &u;
-    if (world->size() == 1 && compute == at::kFloat) {
-      g.full = u.shard.detach();  // the shard is the whole buffer: no copy
-      return g;
+    for (Flat* f : u.flats) {
+      if (world->size() == 1 && f->shard.scalar_type() == compute) {
+        g.full.push_back(f->shard.detach());  // the shard is the whole buffer: no copy
+        continue;
+      }
+      g.full.push_back(at::empty({shard_len(*f) * world->size()}, f->shard.options().dtype(compute)));
+      g.input.push_back(f->shard.detach().to(compute));
+      g.pending.push_back(world->all_gather_into_tensor_async(g.full.back(), g.input.back()));
     }
-    g.full = at::empty({shard_len(u) * world->size()}, u.shard.options().dtype(compute));
-    g.input = u.shard.detach().to(compute);
-    g.pending = world->all_gather_into_tensor_async(g.full, g.input);
     return g;
   }
 
-  /// Makes the model's parameters of `u` views of its gathered buffer.
-  void attach(Unit& u, const at::Tensor& full) {
-    for (size_t i = 0; i < u.parameters.size(); ++i) {
-      const FlatParameter& p = u.layout.parameters[i];
-      u.parameters[i].set_data(full.narrow(0, p.offset, p.numel).view(p.shape));
+  /// Makes the model's parameters of `u` views of its gathered buffers.
+  static void attach(Unit& u, const std::vector<at::Tensor>& full) {
+    for (size_t k = 0; k < u.flats.size(); ++k) {
+      Flat& f = *u.flats[k];
+      for (size_t i = 0; i < f.parameters.size(); ++i) {
+        const FlatParameter& p = f.layout.parameters[i];
+        f.parameters[i].set_data(full[k].narrow(0, p.offset, p.numel).view(p.shape));
+      }
     }
   }
 
   /// The unit's gathered parameters, attached: from the prefetch when it holds this unit, else gathered now.
-  at::Tensor gather(Unit& u) {
+  std::vector<at::Tensor> gather(Unit& u) {
     Gathering g;
     if (ahead.unit == &u) {
       g = std::move(ahead);
@@ -91,15 +113,15 @@ struct ShardedModel::Impl : model::UnitRunner {
       drop_prefetch();
       g = start_gather(u);
     }
-    g.pending.wait();
+    g.wait();
     attach(u, g.full);
-    return g.full;
+    return std::move(g.full);
   }
 
   void drop_prefetch() {
     if (!ahead.unit) return;
-    ahead.pending.wait();
-    free_buffer(*ahead.unit, ahead.full);
+    ahead.wait();
+    free_buffers(*ahead.unit, ahead.full);
     ahead = Gathering{};
   }
 
@@ -120,7 +142,7 @@ struct ShardedModel::Impl : model::UnitRunner {
         log::warn(
             "the model used unit '{}' out of the order recorded in the first micro-batch: prefetching of "
             "unit parameters is off from here on",
-            u.layout.name);
+            u.name);
       prefetch = false;
       return nullptr;
     }
@@ -129,54 +151,57 @@ struct ShardedModel::Impl : model::UnitRunner {
   }
 
   /// Gathers `u` for a use in pass `p` and starts gathering the pass's next unit.
-  at::Tensor gather_for(Pass p, Unit& u) {
+  std::vector<at::Tensor> gather_for(Pass p, Unit& u) {
     Unit* next = step_order(p, u);
-    at::Tensor full = gather(u);
+    std::vector<at::Tensor> full = gather(u);
     if (next && prefetch && world->size() > 1) ahead = start_gather(*next);
     return full;
   }
 
-  /// Empties the unit's parameters and frees the gathered buffer now (the backend's finished work may still hold a
-  /// reference to it for a while: docs/ARCHITECTURE.md, sharding pitfall 7).
-  void release(Unit& u, at::Tensor& full) {
-    for (at::Tensor& p : u.parameters) p.set_data(placeholder);
-    free_buffer(u, full);
+  /// Empties the unit's parameters and frees the gathered buffers now (the backend's finished work may still hold a
+  /// reference to them for a while: docs/ARCHITECTURE.md, sharding pitfall 7).
+  void release(Unit& u, std::vector<at::Tensor>& full) {
+    for (Flat* f : u.flats)
+      for (at::Tensor& p : f->parameters) p.set_data(placeholder);
+    free_buffers(u, full);
   }
 
-  /// Frees a gathered buffer's memory now, unless it is the shard itself (one rank, fp32).
-  static void free_buffer(const Unit& u, at::Tensor& full) {
-    if (full.defined() && !full.is_alias_of(u.shard)) full.storage().unsafeGetStorageImpl()->reset();
-    full.reset();
+  /// Frees gathered buffers' memory now, except a shard itself (one rank, a shard in the compute dtype).
+  static void free_buffers(const Unit& u, std::vector<at::Tensor>& full) {
+    for (size_t k = 0; k < full.size(); ++k)
+      if (full[k].defined() && !full[k].is_alias_of(u.flats[k]->shard))
+        full[k].storage().unsafeGetStorageImpl()->reset();
+    full.clear();
   }
 
-  /// The unit's parameter gradients (compute dtype, full size) as one padded fp32 buffer; the parameters'
+  /// The flat buffer's parameter gradients (compute dtype, full size) as one padded fp32 buffer; the parameters'
   /// gradients are dropped.
-  at::Tensor flat_gradients(Unit& u) {
-    at::Tensor flat = at::zeros({shard_len(u) * world->size()}, u.shard.options());
-    for (size_t i = 0; i < u.parameters.size(); ++i) {
-      at::Tensor& p = u.parameters[i];
+  at::Tensor flat_gradients(Flat& f) {
+    at::Tensor flat = at::zeros({shard_len(f) * world->size()}, f.shard.options());
+    for (size_t i = 0; i < f.parameters.size(); ++i) {
+      at::Tensor& p = f.parameters[i];
       if (!p.grad().defined()) continue;
-      const FlatParameter& f = u.layout.parameters[i];
-      flat.narrow(0, f.offset, f.numel).copy_(p.grad().reshape({-1}));
+      const FlatParameter& fp = f.layout.parameters[i];
+      flat.narrow(0, fp.offset, fp.numel).copy_(p.grad().reshape({-1}));
       p.mutable_grad().reset();
     }
     return flat;
   }
 
-  /// Starts reduce-scattering (sum) the unit's flat gradient into a shard-sized one, after finishing the previous.
-  void start_reduction(Unit& u, at::Tensor flat) {
+  /// Starts reduce-scattering (sum) the flat gradient into a shard-sized one, after finishing the previous.
+  void start_reduction(Flat& f, at::Tensor gradient) {
     finish_reduction();
-    reducing.unit = &u;
-    reducing.flat = std::move(flat);
-    reducing.shard_grad = at::empty({shard_len(u)}, u.shard.options());
-    reducing.pending = world->reduce_scatter_tensor_async(reducing.shard_grad, reducing.flat, ReduceOp::sum);
+    reducing.flat = &f;
+    reducing.gradient = std::move(gradient);
+    reducing.shard_grad = at::empty({shard_len(f)}, f.shard.options());
+    reducing.pending = world->reduce_scatter_tensor_async(reducing.shard_grad, reducing.gradient, ReduceOp::sum);
   }
 
   /// Waits for the reduction in flight and adds it into its shard's gradient.
   void finish_reduction() {
-    if (!reducing.unit) return;
+    if (!reducing.flat) return;
     reducing.pending.wait();
-    at::Tensor& grad = reducing.unit->shard.mutable_grad();
+    at::Tensor& grad = reducing.flat->shard.mutable_grad();
     if (grad.defined())
       grad.add_(reducing.shard_grad);
     else
@@ -198,13 +223,14 @@ struct UnitCall : torch::CustomClassHolder {
 };
 
 struct UnitFunction : torch::autograd::Function<UnitFunction> {
-  // `shard` is an input so that autograd accumulates the returned shard gradient into shard.grad.
+  // `shard` (the unit's trainable shard, else its frozen one) is an input so that autograd accumulates the returned
+  // shard gradient into shard.grad.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& /*shard*/,
                             const c10::intrusive_ptr<UnitCall>& call) {
     ctx->save_for_backward({x});
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
     ShardedModel::Impl& owner = *call->owner;
-    at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::forward, *call->unit);
+    std::vector<at::Tensor> full = owner.gather_for(ShardedModel::Impl::Pass::forward, *call->unit);
     at::Tensor y = call->fn(x);  // grad mode is off inside forward
     owner.release(*call->unit, full);
     return y;
@@ -220,7 +246,7 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
     const at::Tensor x = ctx->get_saved_variables()[0];
     const bool input_grad = x.requires_grad();
     at::Tensor input = x.is_floating_point() ? x.detach().requires_grad_(input_grad) : x;
-    at::Tensor full = owner.gather_for(ShardedModel::Impl::Pass::backward, unit);
+    std::vector<at::Tensor> full = owner.gather_for(ShardedModel::Impl::Pass::backward, unit);
     {
       // The engine runs backward with grad mode off (docs/ARCHITECTURE.md, sharding pitfall 1).
       at::AutoGradMode grad_mode(true);
@@ -228,12 +254,12 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
       if (y.requires_grad() && grad_out[0].defined()) torch::autograd::backward({y}, {grad_out[0]});
     }
     at::Tensor shard_grad;
-    if (unit.layout.trainable) {
-      at::Tensor flat = owner.flat_gradients(unit);
+    if (unit.trainable) {
+      at::Tensor flat = owner.flat_gradients(*unit.trainable);
       if (owner.world->size() == 1)
         shard_grad = flat;
       else
-        owner.start_reduction(unit, std::move(flat));
+        owner.start_reduction(*unit.trainable, std::move(flat));
     }
     owner.release(unit, full);
     return {input_grad ? input.grad() : at::Tensor(), shard_grad, at::Tensor()};
@@ -245,14 +271,15 @@ struct UnitFunction : torch::autograd::Function<UnitFunction> {
 at::Tensor ShardedModel::Impl::run(const std::string& name, const model::Block& fn, const at::Tensor& x) {
   const auto it = index.find(name);
   TORCH_CHECK(it != index.end(), "the sharded model has no unit '", name, "'");
-  Unit& u = units[it->second];
+  Unit& u = *it->second;
   if (!at::GradMode::is_enabled()) {  // validation or generation: no prefetch, no recorded order
-    at::Tensor full = gather(u);
+    std::vector<at::Tensor> full = gather(u);
     at::Tensor y = fn(x);
     release(u, full);
     return y;
   }
-  return UnitFunction::apply(x, u.shard, c10::make_intrusive<UnitCall>(this, &u, fn));
+  const at::Tensor& shard = (u.trainable ? u.trainable : u.flats.front())->shard;
+  return UnitFunction::apply(x, shard, c10::make_intrusive<UnitCall>(this, &u, fn));
 }
 
 ShardedModel::ShardedModel(model::PerceptionLMImpl& model, World& world, at::ScalarType compute)
@@ -262,35 +289,51 @@ ShardedModel::ShardedModel(model::PerceptionLMImpl& model, World& world, at::Sca
   m.world = &world;
   m.compute = compute;
   m.layout.world_size = world.size();
+  // Flat buffers in the order of their units' first parameters, a unit's frozen one before its trainable one.
+  std::vector<std::string> order;
+  std::map<std::string, std::array<std::vector<std::pair<std::string, at::Tensor>>, 2>> parts;  // frozen, trainable
   for (const auto& item : model.named_parameters()) {
     const std::string unit = model::unit_of(item.key());
-    auto [it, added] = m.index.emplace(unit, m.units.size());
-    if (added) m.units.push_back(Unit{{unit, {}, 0, item.value().requires_grad()}, {}, {}});
-    Unit& u = m.units[it->second];
-    if (u.layout.trainable != item.value().requires_grad())
-      throw std::invalid_argument("the unit '" + unit + "' mixes trainable and frozen parameters ('" + item.key() +
-                                  "'): it cannot be sharded as one buffer.");
-    const at::Tensor& p = item.value();
-    u.layout.parameters.push_back({item.key(), p.sizes().vec(), u.layout.numel, p.numel()});
-    u.layout.numel += p.numel();
-    u.parameters.push_back(p);
+    if (!parts.count(unit)) order.push_back(unit);
+    parts[unit][item.value().requires_grad() ? 1 : 0].emplace_back(item.key(), item.value());
+  }
+  for (const std::string& name : order) {
+    Unit& u = m.units.emplace_back();
+    u.name = name;
+    for (const bool trainable : {false, true}) {
+      const auto& params = parts[name][trainable ? 1 : 0];
+      if (params.empty()) continue;
+      Flat& f = m.flats.emplace_back();
+      f.layout.name = trainable && !u.flats.empty() ? name + kTrainableSuffix : name;
+      f.layout.trainable = trainable;
+      for (const auto& [key, p] : params) {
+        f.layout.parameters.push_back({key, p.sizes().vec(), f.layout.numel, p.numel()});
+        f.layout.numel += p.numel();
+        f.parameters.push_back(p);
+      }
+      u.flats.push_back(&f);
+      if (trainable) u.trainable = &f;
+    }
+    m.index.emplace(name, &u);
   }
   const int64_t rank = world.rank();
   at::Device device = at::kCPU;
-  for (Unit& u : m.units) {
-    const int64_t s = m.shard_len(u);
-    device = u.parameters.front().device();
-    at::Tensor flat = at::zeros({s * world.size()}, u.parameters.front().options().dtype(at::kFloat));
-    for (size_t i = 0; i < u.parameters.size(); ++i)
-      flat.narrow(0, u.layout.parameters[i].offset, u.layout.parameters[i].numel)
-          .copy_(u.parameters[i].detach().reshape({-1}));
-    u.shard = flat.narrow(0, rank * s, s).clone().requires_grad_(u.layout.trainable);
-    m.layout.units.push_back(u.layout);
-    m.shards.emplace_back(u.layout.name, u.shard);
+  for (Flat& f : m.flats) {
+    const int64_t s = m.shard_len(f);
+    device = f.parameters.front().device();
+    // LoRA's base is never updated: its shard is held in the compute dtype, as MasterWeights holds it unsharded.
+    const at::ScalarType dtype = model.args.lora && !f.layout.trainable ? compute : at::kFloat;
+    at::Tensor flat = at::zeros({s * world.size()}, f.parameters.front().options().dtype(dtype));
+    for (size_t i = 0; i < f.parameters.size(); ++i)
+      flat.narrow(0, f.layout.parameters[i].offset, f.layout.parameters[i].numel)
+          .copy_(f.parameters[i].detach().reshape({-1}));
+    f.shard = flat.narrow(0, rank * s, s).clone().requires_grad_(f.layout.trainable);
+    m.layout.units.push_back(f.layout);
+    m.shards.emplace_back(f.layout.name, f.shard);
   }
   m.placeholder = at::empty({0}, at::TensorOptions().dtype(compute).device(device));
-  for (Unit& u : m.units)
-    for (at::Tensor& p : u.parameters) p.set_data(m.placeholder);
+  for (Flat& f : m.flats)
+    for (at::Tensor& p : f.parameters) p.set_data(m.placeholder);
   model.set_unit_runner(impl_);
 }
 
@@ -314,19 +357,19 @@ const std::vector<std::pair<std::string, at::Tensor>>& ShardedModel::shards() co
 
 std::vector<std::pair<std::string, at::Tensor>> ShardedModel::trainable_shards() const {
   Named out;
-  for (const Unit& u : impl_->units)
-    if (u.layout.trainable) out.emplace_back(u.layout.name, u.shard);
+  for (const Flat& f : impl_->flats)
+    if (f.layout.trainable) out.emplace_back(f.layout.name, f.shard);
   return out;
 }
 
 std::vector<at::Tensor> ShardedModel::matrix_masks() const {
   std::vector<at::Tensor> out;
   const Impl& m = *impl_;
-  for (const Unit& u : m.units) {
-    if (!u.layout.trainable) continue;
-    const int64_t s = m.shard_len(u);
-    at::Tensor mask = at::zeros({s * m.world->size()}, u.shard.options().requires_grad(false));
-    for (const FlatParameter& p : u.layout.parameters)
+  for (const Flat& f : m.flats) {
+    if (!f.layout.trainable) continue;
+    const int64_t s = m.shard_len(f);
+    at::Tensor mask = at::zeros({s * m.world->size()}, f.shard.options().requires_grad(false));
+    for (const FlatParameter& p : f.layout.parameters)
       if (p.shape.size() >= 2) mask.narrow(0, p.offset, p.numel).fill_(1);
     out.push_back(mask.narrow(0, m.world->rank() * s, s).clone());
   }
@@ -336,26 +379,26 @@ std::vector<at::Tensor> ShardedModel::matrix_masks() const {
 std::vector<std::pair<std::string, at::Tensor>> ShardedModel::full_parameters() const {
   Named out;
   const Impl& m = *impl_;
-  for (const Unit& u : m.units) {
-    at::Tensor full = at::empty({m.shard_len(u) * m.world->size()}, u.shard.options().requires_grad(false));
-    m.world->all_gather_into_tensor(full, u.shard.detach());
-    full = full.cpu();
-    for (const FlatParameter& p : u.layout.parameters)
+  for (const Flat& f : m.flats) {
+    at::Tensor full = at::empty({m.shard_len(f) * m.world->size()}, f.shard.options().requires_grad(false));
+    m.world->all_gather_into_tensor(full, f.shard.detach());
+    full = full.to(at::kCPU, at::kFloat);
+    for (const FlatParameter& p : f.layout.parameters)
       out.emplace_back(p.name, full.narrow(0, p.offset, p.numel).view(p.shape).clone());
   }
   return out;
 }
 
 ShardedModel::Footprint ShardedModel::footprint() const {
-  Footprint f;
+  Footprint fp;
   const Impl& m = *impl_;
-  for (const Unit& u : m.units) {
-    f.shard_bytes += u.shard.nbytes();
-    if (u.shard.grad().defined()) f.grad_bytes += u.shard.grad().nbytes();
-    const int64_t s = m.shard_len(u), begin = m.world->rank() * s;
-    f.padding_elements += std::max<int64_t>(0, begin + s - std::max(begin, u.layout.numel));
+  for (const Flat& f : m.flats) {
+    fp.shard_bytes += f.shard.nbytes();
+    if (f.shard.grad().defined()) fp.grad_bytes += f.shard.grad().nbytes();
+    const int64_t s = m.shard_len(f), begin = m.world->rank() * s;
+    fp.padding_elements += std::max<int64_t>(0, begin + s - std::max(begin, f.layout.numel));
   }
-  return f;
+  return fp;
 }
 
 }  // namespace plm::dist

@@ -1,5 +1,6 @@
 #include "plm/train/fully_sharded.h"
 
+#include "plm/ckpt/lora_base.h"
 #include "plm/ckpt/sharded_checkpoint.h"
 
 namespace plm::train {
@@ -33,18 +34,38 @@ double FullySharded::clip_gradients(double max_norm) {
   });
 }
 
+FullySharded::Saved FullySharded::saved(bool adapters_only) const {
+  Saved out;
+  out.layout.world_size = sharded_.layout().world_size;
+  for (size_t i = 0; i < sharded_.shards().size(); ++i) {
+    const dist::UnitLayout& unit = sharded_.layout().units[i];
+    if (adapters_only && !unit.trainable) continue;  // the base: checkpoint.init_ckpt_path's, unchanged
+    out.layout.units.push_back(unit);
+    out.shards.push_back(sharded_.shards()[i]);
+  }
+  return out;
+}
+
 std::string FullySharded::save(const ckpt::CheckpointStore& store, int64_t step, const NamedTensors& optimizer_state,
                                ckpt::TensorMap extra, const CheckpointTexts& texts) {
+  const bool adapters_only = !texts.lora_base_json.empty();
+  const Saved part = saved(adapters_only);
+  std::vector<std::pair<std::string, std::string>> files = {{"params.json", texts.params_json},
+                                                            {"train_state.json", texts.train_state_json}};
+  if (adapters_only) files.emplace_back(ckpt::kLoraBaseFile, texts.lora_base_json);
   return store.save_sharded(step,
-                            ckpt::sharded_checkpoint_files(
-                                sharded_.layout(), sharded_.shards(), optimizer_state, std::move(extra), world_.rank(),
-                                {{"params.json", texts.params_json}, {"train_state.json", texts.train_state_json}}),
+                            ckpt::sharded_checkpoint_files(part.layout, part.shards, optimizer_state, std::move(extra),
+                                                           world_.rank(), std::move(files)),
                             world_);
 }
 
 Restored FullySharded::restore(const std::string& dir) {
-  ckpt::ShardedRestore r = ckpt::restore_sharded(dir, sharded_.layout(), sharded_.shards(), world_.rank());
-  return {std::move(r.optimizer_state), std::move(r.extra), ckpt::CheckpointStore::load(dir).train_state_json};
+  const ckpt::CheckpointContents texts = ckpt::CheckpointStore::load(dir);
+  const auto lora = texts.texts.find(ckpt::kLoraBaseFile);
+  const Saved part = saved(lora != texts.texts.end());
+  ckpt::ShardedRestore r = ckpt::restore_sharded(dir, part.layout, part.shards, world_.rank());
+  return {std::move(r.optimizer_state), std::move(r.extra), texts.train_state_json,
+          lora == texts.texts.end() ? std::string() : lora->second};
 }
 
 Footprint FullySharded::footprint() const {

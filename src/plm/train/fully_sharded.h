@@ -2,7 +2,8 @@
 // rank's 1/N of every unit's fp32 parameters; gradients are reduce-scattered unit by unit during backward, the
 // optimizer updates the shards, and every rank writes its shards into one checkpoint folder (ckpt/sharded.h) that any
 // world size resumes from. Every rank must run every unit on every micro-batch (the units' collectives must stay in
-// step), so prepare() gives a batch without media a dummy tile.
+// step), so prepare() gives a batch without media a dummy tile. A LoRA run's checkpoints hold only the trainable
+// (adapter) buffers and lora_base.json, as the replicated ones do.
 #pragma once
 
 #include "plm/dist/fsdp.h"
@@ -29,6 +30,13 @@ class FullySharded : public DataParallel {
   Footprint footprint() const override;
 
  private:
+  /// The buffers a checkpoint holds: all, or the trainable ones only (a LoRA run over a base checkpoint).
+  struct Saved {
+    dist::ShardLayout layout;
+    NamedTensors shards;
+  };
+  Saved saved(bool adapters_only) const;
+
   const model::PerceptionLMImpl& model_;
   dist::World& world_;
   dist::ShardedModel sharded_;

@@ -1,10 +1,12 @@
 // The model's units (docs/ARCHITECTURE.md "Distributed"): the groups of parameters that fully sharded data parallel
 // (dist/fsdp.h) gathers, runs and frees together, named like the parameters they hold:
-//   tok_embeddings                            the token embedding (also the output layer when weights are tied)
-//   vision_model                              the vision stem (conv1, class and position embeddings, ln_pre) and
-//   ln_post vision_model.transformer.resblocks.<j>    one vision block vision_projector                          the
-//   projector layers.<i>                                one decoder block norm                                      the
-//   final RMSNorm output                                    the output layer (untied weights only)
+//   tok_embeddings                          the token embedding (also the output layer when weights are tied)
+//   vision_model                            the vision stem (conv1, class and position embeddings, ln_pre) and ln_post
+//   vision_model.transformer.resblocks.<j>  one vision block
+//   vision_projector                        the projector
+//   layers.<i>                              one decoder block
+//   norm                                    the final RMSNorm
+//   output                                  the output layer (untied weights only)
 // The model runs every step that reads parameters through run_unit(): plainly, with activation checkpointing
 // (model/activation_checkpoint.h), or through a UnitRunner that a sharded trainer installs.
 #pragma once

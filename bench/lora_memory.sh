@@ -4,7 +4,8 @@
 # a few fp32 steps (one 448-px tile and up to 512 tokens a sample, batch 1, full activation checkpointing) on 48
 # toy pictures. Full fine-tuning of all of PLM-1B needs ~25 GB for fp32 parameters, gradients and AdamW state alone,
 # more than a 24 GiB machine has, so both modes run at PLM-1B's widths with fewer blocks (DEPTH decoder layers and
-# vision blocks, default 4), and LoRA also at the full depth (16 decoder layers, 23 vision blocks).
+# vision blocks, default 4), LoRA also with adapter dropout 0.1 (its keyed masks' cost) and at the full depth (16
+# decoder layers, 23 vision blocks).
 # Usage: bench/lora_memory.sh [steps, default 2]     (OUT=folder keeps the runs; DEPTH=n)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,4 +60,5 @@ PY
 echo "PLM-1B widths, fp32, $STEPS steps, $(nproc) cores"
 run "full_depth$DEPTH" "${SHALLOW[@]}"
 run "lora_depth$DEPTH" "${SHALLOW[@]}" "${LORA[@]}"
+run "lora_depth${DEPTH}_dropout0.1" "${SHALLOW[@]}" "${LORA[@]}" model.lora.dropout=0.1
 run "lora_full_depth" "${LORA[@]}"

@@ -1,4 +1,4 @@
-// `plm train RECIPE [key=value ...]` and `plm consolidate STEP_DIR`.
+// `plm train RECIPE [key=value ...]` and `plm consolidate STEP_DIR [--merge-lora OUT_DIR]`.
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -9,6 +9,7 @@
 #include "plm/common/log.h"
 #include "plm/config/validate.h"
 #include "plm/dist/error_file.h"
+#include "plm/export/export.h"
 #include "plm/train/signals.h"
 #include "plm/train/trainer.h"
 
@@ -19,6 +20,7 @@ struct TrainOptions {
   std::string recipe;
   std::vector<std::string> overrides;
   std::string step_dir;
+  std::string merged_dir;  // consolidate --merge-lora
 };
 
 // PLM's preemption handling (docs/reference.md 7): SLURM's warning signal (sbatch --signal=USR2@120) makes rank 0
@@ -67,7 +69,11 @@ int train(const TrainOptions& o) {
 }
 
 int consolidate(const TrainOptions& o) {
-  for (const auto& path : ckpt::consolidate(o.step_dir)) std::cout << path << '\n';
+  exporting::ExportOptions merge;
+  merge.merge_lora = true;
+  const auto paths =
+      o.merged_dir.empty() ? ckpt::consolidate(o.step_dir) : exporting::export_plm(o.step_dir, o.merged_dir, merge);
+  for (const auto& path : paths) std::cout << path << '\n';
   return 0;
 }
 
@@ -82,6 +88,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
   auto* cons = app.add_subcommand(
       "consolidate", "Write a checkpoint step folder as consolidated.safetensors + consolidated.pth (PLM's names)");
   cons->add_option("step_dir", o.step_dir, "checkpoints/<step> folder")->required()->check(CLI::ExistingDirectory);
+  cons->add_option(
+      "--merge-lora", o.merged_dir,
+      "instead, write the model with a LoRA run's adapters folded into the base weights as a PLM release "
+      "folder (consolidated.pth + params.json, model.lora: null; as plm export --plm DIR STEP --merge-lora)");
   cons->callback([&exit_code] { exit_code = report_errors([] { return consolidate(o); }); });
 }
 

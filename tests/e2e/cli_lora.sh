@@ -7,7 +7,8 @@
 # run loads in transformers with the same logits, and `plm export --peft` gives an adapter folder that PEFT loads over
 # the base's HF export with the same logits; two no_shard ranks train 1 rank's adapters; in bf16 the
 # frozen base is held without fp32 masters; 2-rank full_shard trains the same adapters as no_shard, checkpoints
-# only the adapter buffers, resumes bit-identically at 2 ranks and resumes under no_shard on 1 rank.
+# only the adapter buffers, resumes bit-identically at 2 ranks and resumes under no_shard on 1 rank; with adapter
+# dropout 2 full_shard ranks still give 1 rank's losses.
 # Usage: tests/e2e/cli_lora.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -103,6 +104,8 @@ torch.manual_seed(0); save_file({'input_ids': torch.randint(0, 128000, (2, 12))}
 "$PLM" export --plm merged $final --merge-lora > /dev/null 2> merge.log || fail "export --merge-lora: $(tail -1 merge.log)"
 "$PLM" model forward --ckpt merged --inputs in.safetensors --out merged_logits.safetensors > /dev/null 2>&1 ||
   fail "forward of the merged export"
+"$PLM" consolidate $final --merge-lora merged_too > /dev/null 2> merge2.log || fail "consolidate --merge-lora: $(tail -1 merge2.log)"
+cmp -s merged/consolidated.pth merged_too/consolidated.pth || fail "consolidate --merge-lora differs from export --merge-lora"
 "$PLM" export --hf hf $final > /dev/null 2> hf.log || fail "export --hf of the LoRA run: $(tail -1 hf.log)"
 "$PLM" export --hf hf_base $BASE > /dev/null 2> hf_base.log || fail "export --hf of the base: $(tail -1 hf_base.log)"
 "$PLM" export --peft peft $final > /dev/null 2> peft.log || fail "export --peft: $(tail -1 peft.log)"
@@ -221,4 +224,24 @@ assert (x - y).abs().max() <= 1e-4 * y.abs().max(), (x - y).abs().max()
 print(f"full_shard 2 ranks vs no_shard 1: losses within {worst:.1e}, adapters within {(num / den).item():.1e}; "
       f"no_shard resume of the sharded checkpoint within {worst_resumed:.1e}")
 PYCHECK
+# 9. Adapter dropout: the masks are keyed by sample, so 2 full_shard ranks (which recompute every block) give one
+#    no_shard rank's losses; once B is not zero (step 3: warmup's first learning rate is 0) they differ from the run
+#    without dropout.
+D=(model.lora.dropout=0.2 steps=6)
+"$PLM" train recipe.yaml dump_dir=one_d "${LORA[@]}" "${G[@]}" "${D[@]}" > one_d.log 2>&1 || fail "1-rank dropout run"
+"$PLM" launch --nproc-per-node 2 recipe.yaml dump_dir=fs_d "${LORA[@]}" "${G[@]}" "${FS[@]}" "${D[@]}" > fs_d.log 2>&1 ||
+  fail "2-rank full_shard dropout run: $(tail -2 fs_d.log)"
+"$PY" - <<'PYCHECK' || fail "LoRA dropout: ranks disagree or it does nothing"
+import json
+def losses(run):
+    return {r["global_step"]: r["loss/token_mean"] for r in map(json.loads, open(f"{run}/metrics.jsonl")) if "loss/token_mean" in r}
+a, b, plain = losses("one_d"), losses("fs_d"), losses("one")
+assert sorted(a) == sorted(b) == list(range(1, 7)), (sorted(a), sorted(b))
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+assert worst <= 1e-5, worst
+assert abs(a[1] - plain[1]) <= 1e-6 * abs(plain[1]), (a[1], plain[1])
+assert all(abs(a[s] - plain[s]) > 1e-5 * abs(plain[s]) for s in range(3, 7)), [(a[s], plain[s]) for s in a]
+print(f"dropout 0.2: full_shard 2 ranks vs no_shard 1 within {worst:.1e}")
+PYCHECK
+
 finish cli_lora

@@ -137,83 +137,90 @@ TEST_CASE("one-rank full_shard in bf16: the plain bf16 model's loss, and frozen 
 
 TEST_CASE(
     "one-rank full_shard LoRA: a unit's base and adapters are two buffers, the plain model's loss and gradients") {
-  const config::ModelArgs args = tiny({"model.lora.targets=all", "model.lora.rank=3"});
-  at::manual_seed(3);
-  model::PerceptionLM plain(args);
-  model::init_all(*plain);
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : plain->named_parameters())
-      if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);  // adapters that act
-  }
-  const Batch b = batch(args);
-  for (const at::ScalarType compute : {at::kFloat, at::kBFloat16}) {
-    INFO(c10::toString(compute));
-    model::PerceptionLM reference(args), sharded(args);
+  // With adapter dropout the masks must replay in the sharded backward's recomputation (model/lora.h).
+  for (const std::string dropout : {"0", "0.3"}) {
+    INFO("dropout " << dropout);
+    const config::ModelArgs args =
+        tiny({"model.lora.targets=all", "model.lora.rank=3", "model.lora.dropout=" + dropout});
+    at::manual_seed(3);
+    model::PerceptionLM plain(args);
+    model::init_all(*plain);
     {
       at::NoGradGuard no_grad;
-      auto src = plain->named_parameters();
-      for (auto* m : {&reference, &sharded})
-        for (auto& p : (*m)->named_parameters()) p.value().copy_(src[p.key()]);
+      for (auto& p : plain->named_parameters())
+        if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);  // adapters that act
     }
-    for (auto* m : {&reference, &sharded}) {
-      (*m)->train();
-      (*m)->apply_freezing();
-    }
-    reference->to(compute);
-    const at::Tensor want = reference->loss(b.in, b.targets, b.mask);
-    want.backward();
+    Batch b = batch(args);
+    b.in.row_keys = {1, 2};
+    b.in.drop_path_keys = {3, 4};
+    for (const at::ScalarType compute : {at::kFloat, at::kBFloat16}) {
+      INFO(c10::toString(compute));
+      model::PerceptionLM reference(args), sharded(args);
+      {
+        at::NoGradGuard no_grad;
+        auto src = plain->named_parameters();
+        for (auto* m : {&reference, &sharded})
+          for (auto& p : (*m)->named_parameters()) p.value().copy_(src[p.key()]);
+      }
+      for (auto* m : {&reference, &sharded}) {
+        (*m)->train();
+        (*m)->apply_freezing();
+      }
+      reference->to(compute);
+      const at::Tensor want = reference->loss(b.in, b.targets, b.mask);
+      want.backward();
 
-    dist::World world(dist::LaunchEnv{});
-    dist::ShardedModel fsdp(*sharded, world, compute);
-    // Each buffer is all adapters (trainable, "<unit>.trainable" beside its unit's frozen "<unit>") or all base.
-    std::map<std::string, const dist::UnitLayout*> by_name;
-    int64_t frozen = 0, trainable = 0;
-    for (const auto& u : fsdp.layout().units) by_name[u.name] = &u;
-    for (const auto& u : fsdp.layout().units) {
-      INFO(u.name);
-      for (const auto& p : u.parameters) CHECK(model::is_lora_parameter(p.name) == u.trainable);
-      (u.trainable ? trainable : frozen) += u.numel;
-      if (!u.trainable) continue;
-      const std::string unit = model::unit_of(u.parameters.front().name);
-      CHECK(u.name == unit + dist::kTrainableSuffix);
-      REQUIRE(by_name.count(unit));
-      std::set<std::string> base;
-      for (const auto& p : by_name.at(unit)->parameters) base.insert(p.name);
-      for (const auto& p : u.parameters) CHECK(base.count(model::lora_base_weight(p.name)) == 1);
-    }
-    CHECK(trainable == model::count_parameters(*plain).adapters);
-    CHECK(frozen + trainable == model::count_parameters(*plain).total);
-    // The base is held in the compute dtype, the adapters in fp32.
-    const dist::ShardedModel::Footprint f = fsdp.footprint();
-    CHECK(f.shard_bytes == frozen * at::elementSize(compute) + trainable * 4);
+      dist::World world(dist::LaunchEnv{});
+      dist::ShardedModel fsdp(*sharded, world, compute);
+      // Each buffer is all adapters (trainable, "<unit>.trainable" beside its unit's frozen "<unit>") or all base.
+      std::map<std::string, const dist::UnitLayout*> by_name;
+      int64_t frozen = 0, trainable = 0;
+      for (const auto& u : fsdp.layout().units) by_name[u.name] = &u;
+      for (const auto& u : fsdp.layout().units) {
+        INFO(u.name);
+        for (const auto& p : u.parameters) CHECK(model::is_lora_parameter(p.name) == u.trainable);
+        (u.trainable ? trainable : frozen) += u.numel;
+        if (!u.trainable) continue;
+        const std::string unit = model::unit_of(u.parameters.front().name);
+        CHECK(u.name == unit + dist::kTrainableSuffix);
+        REQUIRE(by_name.count(unit));
+        std::set<std::string> base;
+        for (const auto& p : by_name.at(unit)->parameters) base.insert(p.name);
+        for (const auto& p : u.parameters) CHECK(base.count(model::lora_base_weight(p.name)) == 1);
+      }
+      CHECK(trainable == model::count_parameters(*plain).adapters);
+      CHECK(frozen + trainable == model::count_parameters(*plain).total);
+      // The base is held in the compute dtype, the adapters in fp32.
+      const dist::ShardedModel::Footprint f = fsdp.footprint();
+      CHECK(f.shard_bytes == frozen * at::elementSize(compute) + trainable * 4);
 
-    const at::Tensor got = sharded->loss(b.in, b.targets, b.mask);
-    if (compute == at::kFloat)
-      CHECK(got.item<float>() == want.item<float>());
-    else
-      CHECK(got.item<float>() == Approx(want.item<float>()).epsilon(1e-6));
-    got.backward();
-    for (size_t i = 0; i < fsdp.layout().units.size(); ++i) {
-      const auto& unit = fsdp.layout().units[i];
-      const at::Tensor& shard = fsdp.shards()[i].second;
-      INFO(unit.name);
-      CHECK(shard.scalar_type() == (unit.trainable ? at::kFloat : compute));
-      REQUIRE(shard.grad().defined() == unit.trainable);
-      if (!unit.trainable) continue;
-      const at::Tensor expected = flat_gradient(*reference, unit).to(at::kFloat);
+      const at::Tensor got = sharded->loss(b.in, b.targets, b.mask);
       if (compute == at::kFloat)
-        CHECK(at::equal(shard.grad(), expected));
+        CHECK(got.item<float>() == want.item<float>());
       else
-        CHECK(at::allclose(shard.grad(), expected, 1e-2, 1e-4));
-    }
-    CHECK(fsdp.trainable_shards().size() ==
-          static_cast<size_t>(std::count_if(fsdp.layout().units.begin(), fsdp.layout().units.end(),
-                                            [](const dist::UnitLayout& u) { return u.trainable; })));
-    auto src = plain->named_parameters();
-    for (const auto& [name, t] : fsdp.full_parameters()) {  // the base as held (rounded), the adapters' fp32 masters
-      const at::Tensor& p = src[name];
-      CHECK(at::equal(t, model::is_lora_parameter(name) ? p : p.to(compute).to(at::kFloat)));
+        CHECK(got.item<float>() == Approx(want.item<float>()).epsilon(1e-6));
+      got.backward();
+      for (size_t i = 0; i < fsdp.layout().units.size(); ++i) {
+        const auto& unit = fsdp.layout().units[i];
+        const at::Tensor& shard = fsdp.shards()[i].second;
+        INFO(unit.name);
+        CHECK(shard.scalar_type() == (unit.trainable ? at::kFloat : compute));
+        REQUIRE(shard.grad().defined() == unit.trainable);
+        if (!unit.trainable) continue;
+        const at::Tensor expected = flat_gradient(*reference, unit).to(at::kFloat);
+        if (compute == at::kFloat)
+          CHECK(at::equal(shard.grad(), expected));
+        else
+          CHECK(at::allclose(shard.grad(), expected, 1e-2, 1e-4));
+      }
+      CHECK(fsdp.trainable_shards().size() ==
+            static_cast<size_t>(std::count_if(fsdp.layout().units.begin(), fsdp.layout().units.end(),
+                                              [](const dist::UnitLayout& u) { return u.trainable; })));
+      auto src = plain->named_parameters();
+      for (const auto& [name, t] : fsdp.full_parameters()) {  // the base as held (rounded), the adapters' fp32 masters
+        const at::Tensor& p = src[name];
+        CHECK(at::equal(t, model::is_lora_parameter(name) ? p : p.to(compute).to(at::kFloat)));
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 // LoRA adapters (model/lora.h): which linears get one, PEFT's shapes and init, that a fresh adapter changes nothing
 // (training forward, loss and cached generation alike), that the update is exactly scale * B A (the merged weights'
-// forward), that only adapters train, that activation checkpointing recomputes them, and merge_lora's refusals.
+// forward), that only adapters train, that activation checkpointing recomputes them, merge_lora's refusals, and that
+// adapter dropout's masks are keyed (replayed by a recomputation, per row, training only).
 #include "torch_catch.h"
 
 #include "model_batches.h"
@@ -249,4 +250,92 @@ TEST_CASE("activation checkpointing recomputes the adapters: the same loss and a
     REQUIRE(ac.second.count(name));
     CHECK(at::allclose(g, ac.second.at(name), 1e-5, 1e-7));
   }
+}
+
+TEST_CASE("LoRA dropout masks: rate p, scaled by 1 / (1 - p), a function of (row key, block, call) only") {
+  at::manual_seed(17);
+  const at::Tensor x = at::rand({4, 500, 64}) + 0.5;
+  for (const double p : {0.1, 0.5}) {
+    INFO("p " << p);
+    const std::vector<uint64_t> keys = {3, 1, 4, 1};  // rows 1 and 3 share a key: they draw the same mask
+    at::Tensor first, second;
+    {
+      model::LoraDropoutScope scope(keys, 7);
+      first = model::LoraDropoutScope::drop(x, p);
+      second = model::LoraDropoutScope::drop(x, p);
+    }
+    const at::Tensor dropped = first.eq(0);
+    CHECK(std::abs(dropped.to(at::kDouble).mean().item<double>() - p) < 0.01);
+    CHECK(at::allclose(first.masked_select(dropped.logical_not()), (x / (1 - p)).masked_select(dropped.logical_not())));
+    CHECK(at::equal(dropped[1], dropped[3]));
+    CHECK_FALSE(at::equal(dropped[0], dropped[1]));
+    CHECK_FALSE(at::equal(second.eq(0), dropped));  // the block's next call draws another mask
+    {
+      model::LoraDropoutScope again(keys, 7);  // a recomputation of the block: the same masks again
+      CHECK(at::equal(model::LoraDropoutScope::drop(x, p), first));
+      CHECK(at::equal(model::LoraDropoutScope::drop(x, p), second));
+    }
+    {
+      const std::vector<uint64_t> one = {keys[2]};  // a row alone, as another rank would run it
+      model::LoraDropoutScope alone(one, 7);
+      CHECK(at::equal(model::LoraDropoutScope::drop(x.slice(0, 2, 3), p), first.slice(0, 2, 3)));
+    }
+    {
+      model::LoraDropoutScope other_block(keys, 8);
+      CHECK_FALSE(at::equal(model::LoraDropoutScope::drop(x, p).eq(0), dropped));
+    }
+    model::LoraDropoutScope wrong(std::vector<uint64_t>{1, 2}, 7);
+    CHECK_THROWS(model::LoraDropoutScope::drop(x, p));
+  }
+}
+
+TEST_CASE("LoRA dropout in the model: replayed by activation checkpointing, per row, training only") {
+  at::manual_seed(19);
+  const std::vector<std::string> o = {"model.lora.targets=all", "model.lora.rank=3"};
+  model::PerceptionLM m(tiny({o[0], o[1], "model.lora.dropout=0.3"})), no_dropout(tiny(o));
+  model::init_all(*m);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : m->named_parameters())
+      if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
+    const auto src = m->named_parameters();
+    for (auto& p : no_dropout->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  for (auto* model : {&m, &no_dropout}) {
+    (*model)->train();
+    (*model)->apply_freezing();
+  }
+  model::ModelInputs in = text_and_image_batch(*m, 24, 2);
+  in.row_keys = {21, 22};
+  in.drop_path_keys = {31, 32};
+  const at::Tensor targets = at::randint(0, 1000, {2, 24}, at::kLong), mask = at::rand({2, 24}) > 0.3;
+  const auto plain = loss_and_gradients(*m, in, targets, mask, false);
+  const auto ac = loss_and_gradients(*m, in, targets, mask, true);
+  CHECK(plain.first == ac.first);
+  REQUIRE(plain.second.size() == ac.second.size());
+  for (const auto& [name, g] : plain.second) {
+    INFO(name);
+    CHECK(at::allclose(g, ac.second.at(name), 1e-5, 1e-7));
+  }
+  // Dropout acts in training, and only there.
+  const double without = loss_and_gradients(*no_dropout, in, targets, mask, false).first;
+  CHECK(std::abs(plain.first - without) > 1e-6 * std::abs(without));
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = m->forward(in);
+  // A row's masks follow its key, wherever the row sits: swapping the rows (and their images and keys) swaps the
+  // logits; another key for row 0 changes row 0 only.
+  model::ModelInputs swapped = in;
+  swapped.tokens = in.tokens.flip(0);
+  swapped.images = in.images.flip(0);
+  swapped.row_keys = {22, 21};
+  swapped.drop_path_keys = {32, 31};
+  CHECK(at::allclose(m->forward(swapped), logits.flip(0), 1e-5, 1e-6));
+  model::ModelInputs rekeyed = in;
+  rekeyed.row_keys = {99, 22};
+  const at::Tensor other = m->forward(rekeyed);
+  CHECK(at::allclose(other[1], logits[1], 1e-5, 1e-6));
+  CHECK_FALSE(at::allclose(other[0], logits[0], 1e-5, 1e-6));
+  m->eval();
+  no_dropout->eval();
+  CHECK(at::equal(m->forward(in), no_dropout->forward(in)));
 }

@@ -81,9 +81,7 @@ void check_model(const ModelArgs& m, Checker& c) {
     c.at_least<int64_t>(m.lora->rank, 1, "model.lora.rank");
     c.at_most(m.lora->rank, kMaxWidth, "model.lora.rank", "adapters are rank x width");
     c.finite(m.lora->alpha, "model.lora.alpha");
-    // A recomputed block (activation checkpointing, full_shard) would draw another dropout mask than its forward.
-    c.require(m.lora->dropout == 0.0, "model.lora.dropout",
-              "must be 0 for now: adapter dropout is not yet replayed when a block is recomputed");
+    c.require(m.lora->dropout >= 0 && m.lora->dropout < 1, "model.lora.dropout", "must be in [0, 1)");
     c.require(!m.lora->targets.empty(), "model.lora.targets", "must name at least one linear (e.g. wq,wv)");
     c.one_of(m.lora->init, "model.lora.init", {"peft"});
   }

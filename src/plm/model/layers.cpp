@@ -10,11 +10,11 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::Tensor
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) const {
-  return lora.add_to(at::linear(x, weight, bias), x);
+  return lora.add_to(at::linear(x, weight, bias), x, is_training());
 }
 
-void LinearImpl::add_lora(int64_t rank, double scale) {
-  lora = LoraAdapter::attach(*this, weight.size(1), weight.size(0), rank, scale, weight.options());
+void LinearImpl::add_lora(int64_t rank, double scale, double dropout) {
+  lora = LoraAdapter::attach(*this, weight.size(1), weight.size(0), rank, scale, dropout, weight.options());
 }
 
 LayerNormImpl::LayerNormImpl(int64_t dim, const at::TensorOptions& o) {

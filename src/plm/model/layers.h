@@ -14,7 +14,7 @@ namespace plm::model {
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x) const;
-  void add_lora(int64_t rank, double scale);  // adapter parameters with the weight's options
+  void add_lora(int64_t rank, double scale, double dropout);  // adapter parameters with the weight's options
   at::Tensor weight, bias;
   LoraAdapter lora;
 };

@@ -3,26 +3,66 @@
 #include <fnmatch.h>
 
 #include <map>
+#include <mutex>
 #include <stdexcept>
 
+#include "plm/common/counter_hash.h"
 #include "plm/config/source.h"
 
 namespace plm::model {
 
-at::Tensor LoraAdapter::add_to(const at::Tensor& y, const at::Tensor& x) const {
+at::Tensor LoraAdapter::add_to(const at::Tensor& y, const at::Tensor& x, bool training) const {
   if (!defined()) return y;
-  return y + at::linear(at::linear(x, A), B).mul(scale);
+  const at::Tensor in = training && dropout > 0 ? LoraDropoutScope::drop(x, dropout) : x;
+  return y + at::linear(at::linear(in, A), B).mul(scale);
 }
 
 LoraAdapter LoraAdapter::attach(torch::nn::Module& host, int64_t in, int64_t out, int64_t rank, double scale,
-                                const at::TensorOptions& options) {
+                                double dropout, const at::TensorOptions& options) {
   LoraAdapter a;
   a.A = host.register_module("lora_A", std::make_shared<torch::nn::Module>())
             ->register_parameter("weight", at::empty({rank, in}, options));
   a.B = host.register_module("lora_B", std::make_shared<torch::nn::Module>())
             ->register_parameter("weight", at::empty({out, rank}, options));
   a.scale = scale;
+  a.dropout = dropout;
   return a;
+}
+
+namespace {
+thread_local LoraDropoutScope* innermost = nullptr;
+constexpr uint64_t kDropoutDomain = 0x4c6f524144726f70ULL;  // "LoRADrop": apart from DropPath's draws
+}  // namespace
+
+LoraDropoutScope::LoraDropoutScope(const std::vector<uint64_t>& row_keys, uint64_t block)
+    : keys_(row_keys), block_(block), outer_(innermost) {
+  innermost = this;
+}
+
+LoraDropoutScope::~LoraDropoutScope() {
+  innermost = outer_;
+}
+
+at::Tensor LoraDropoutScope::drop(const at::Tensor& x, double p) {
+  LoraDropoutScope* s = innermost;
+  if (!s || s->keys_.empty()) return at::dropout(x, p, /*train=*/true);
+  TORCH_CHECK(x.dim() >= 1 && x.size(0) == static_cast<int64_t>(s->keys_.size()), "LoRA dropout: ", s->keys_.size(),
+              " row keys for an input of ", x.size(0), " rows");
+  const uint64_t call = s->calls_++;
+  const double keep = 1.0 - p;
+  // One generator of x's device per row, seeded by the row's coordinates: the row's mask depends on nothing else.
+  at::Tensor kept = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  at::Generator device_default = at::globalContext().defaultGenerator(x.device());
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    at::Generator g;
+    {
+      std::lock_guard<std::mutex> lock(device_default.mutex());  // other threads may draw from it meanwhile
+      g = device_default.clone();
+    }
+    g.set_current_seed(counter_hash(s->keys_[r] ^ kDropoutDomain, s->block_, call));
+    kept[r].bernoulli_(keep, g);
+  }
+  return x * kept.div_(keep).to(x.scalar_type());
 }
 
 std::vector<std::string> lora_target_patterns(const std::string& targets) {

@@ -19,15 +19,46 @@ namespace plm::model {
 struct LoraAdapter {
   at::Tensor A, B;  // "lora_A.weight" [rank, in], "lora_B.weight" [out, rank] of the host module
   double scale = 0.0;
+  double dropout = 0.0;  // PEFT's lora_dropout: the probability of zeroing an element of the adapter's input
 
   bool defined() const { return A.defined(); }
-  /// y + scale * (x A^T) B^T, computed in x's dtype; `y` itself when there is no adapter. With B = 0 the result
-  /// equals y exactly.
-  at::Tensor add_to(const at::Tensor& y, const at::Tensor& x) const;
+  /// y + scale * (drop(x) A^T) B^T, computed in x's dtype; `y` itself when there is no adapter. drop is the
+  /// identity unless `training` and dropout > 0, then LoraDropoutScope::drop (below). With B = 0 the result equals
+  /// y exactly.
+  at::Tensor add_to(const at::Tensor& y, const at::Tensor& x, bool training) const;
   /// Registers `host.lora_A.weight` [rank, in] and `host.lora_B.weight` [out, rank] (uninitialised, `options`) and
   /// returns the adapter over them.
   static LoraAdapter attach(torch::nn::Module& host, int64_t in, int64_t out, int64_t rank, double scale,
-                            const at::TensorOptions& options);
+                            double dropout, const at::TensorOptions& options);
+};
+
+/// Where LoRA dropout's masks come from (docs/lora.md). A block's function (model/units.h) opens a scope naming the
+/// keys of its input's rows (one per decoder row or vision chunk, from the sample each holds: model/model_inputs.h)
+/// and the block's number; every adapter call inside it draws, for each row, a mask that is a function of (the row's
+/// key, the block, the call's index in the block) only. A recomputation of the block (activation checkpointing,
+/// full_shard's backward, on whatever thread) opens the same scope and so draws the same masks; N ranks draw 1
+/// rank's, and a resume draws the uninterrupted run's. Scopes nest per thread; not copyable.
+class LoraDropoutScope {
+ public:
+  /// Block numbers: decoder block i is i, vision block j is kVisionBlocks + j, the projector kProjector.
+  static constexpr uint64_t kVisionBlocks = uint64_t{1} << 32, kProjector = uint64_t{1} << 33;
+
+  /// `row_keys` must outlive the scope; empty: masks come from the default generator (not replayed).
+  LoraDropoutScope(const std::vector<uint64_t>& row_keys, uint64_t block);
+  ~LoraDropoutScope();
+  LoraDropoutScope(const LoraDropoutScope&) = delete;
+  LoraDropoutScope& operator=(const LoraDropoutScope&) = delete;
+
+  /// x with each element zeroed with probability p and the others divided by 1 - p (torch's dropout), the mask
+  /// drawn as above from the innermost scope of this thread, or from the default generator without one. Throws
+  /// c10::Error when the scope's keys do not number x.size(0).
+  static at::Tensor drop(const at::Tensor& x, double p);
+
+ private:
+  const std::vector<uint64_t>& keys_;
+  uint64_t block_;
+  uint64_t calls_ = 0;
+  LoraDropoutScope* outer_;
 };
 
 /// The comma-separated `model.lora.targets` as patterns. Throws config::ConfigError naming the key for an empty one.

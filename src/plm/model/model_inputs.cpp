@@ -32,4 +32,23 @@ std::vector<uint64_t> drop_path_keys(const data::Batch& batch, uint64_t seed, in
   return keys;
 }
 
+std::vector<uint64_t> row_keys(const data::Batch& batch, uint64_t seed, int64_t step) {
+  const int64_t rows = batch.input_ids.size(0);
+  TORCH_CHECK(batch.slots.size() == batch.sample_ids.size() && !batch.slots.empty(),
+              "row_keys: the batch has no stream slots");
+  TORCH_CHECK(batch.packed() ? static_cast<int64_t>(batch.segments.size()) == rows
+                             : static_cast<int64_t>(batch.slots.size()) == rows,
+              "row_keys: the batch's rows and samples disagree");
+  const uint64_t per_step = counter_hash(seed, static_cast<uint64_t>(step), 0x4c6f524144726f70ULL);  // "LoRADrop"
+  std::vector<uint64_t> keys;
+  size_t sample = 0;
+  for (int64_t r = 0; r < rows; ++r) {  // a packed row: a hash of its samples' slots, in order
+    const size_t n = batch.packed() ? batch.segments[r].size() : 1;
+    uint64_t key = per_step;
+    for (size_t k = 0; k < n; ++k, ++sample) key = counter_hash(key, static_cast<uint64_t>(batch.slots[sample]), k);
+    keys.push_back(key);
+  }
+  return keys;
+}
+
 }  // namespace plm::model

@@ -26,7 +26,9 @@ struct ModelInputs {
   at::Tensor positions;                        // int64 [B, S] on the model's device: each token's position (RoPE)
   std::vector<std::vector<int64_t>> segments;  // per row, its sequences' lengths; attention stays inside each
   std::vector<uint64_t> drop_path_keys;        // one per chunk of `images` (optional): the key its DropPath masks are a
-                                               // function of (model/vision.h); empty: drawn from the default generator
+                                         // function of (model/vision.h), and its LoRA dropout masks (model/lora.h)
+                                         // in the vision tower and projector; empty: the default generator's
+  std::vector<uint64_t> row_keys;  // one per row (optional): the key of its LoRA dropout masks in the decoder
 };
 
 struct PerceptionLMImpl;
@@ -40,5 +42,9 @@ ModelInputs model_inputs(const PerceptionLMImpl& model, const data::Batch& batch
 /// global stream slot, the chunk's index in its row). A chunk's masks then depend on which sample it is, not on the
 /// rank, micro-batch or device that runs it, so N ranks draw the masks of 1 rank and a resume draws the same ones.
 std::vector<uint64_t> drop_path_keys(const data::Batch& batch, uint64_t seed, int64_t step);
+
+/// The LoRA dropout key of every row of `batch` at step `step`: a hash of (seed, step, the global stream slots of the
+/// row's samples), so that, as with drop_path_keys, a row's masks do not depend on the rank, micro-batch or resume.
+std::vector<uint64_t> row_keys(const data::Batch& batch, uint64_t seed, int64_t step);
 
 }  // namespace plm::model

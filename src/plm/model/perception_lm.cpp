@@ -58,9 +58,9 @@ void PerceptionLMImpl::add_lora(const config::LoraArgs& lora) {
   }
   for (const auto& [name, module] : targets) {
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(module))
-      linear->add_lora(lora.rank, scale);
+      linear->add_lora(lora.rank, scale, lora.dropout);
     else
-      std::dynamic_pointer_cast<VisionAttentionImpl>(module)->add_in_proj_lora(lora.rank, scale);
+      std::dynamic_pointer_cast<VisionAttentionImpl>(module)->add_in_proj_lora(lora.rank, scale, lora.dropout);
   }
 }
 
@@ -72,7 +72,11 @@ at::Tensor PerceptionLMImpl::embed(const ModelInputs& in) const {
   if (in.images.defined() && vision_model) {
     const Projector projector = vision_projector;
     at::Tensor vision = run_unit(
-        runner, "vision_projector", [projector](const at::Tensor& x) { return projector->forward(x); },
+        runner, "vision_projector",
+        [projector, keys = in.drop_path_keys](const at::Tensor& x) {
+          LoraDropoutScope scope(keys, LoraDropoutScope::kProjector);
+          return projector->forward(x);
+        },
         vision_model->forward(in.images.to(h.scalar_type()), in.drop_path_keys));
     if (in.chunk_has_text.defined()) vision = vision.index_select(0, positions_on(in.chunk_has_text.logical_not(), h));
     const at::Tensor vectors = vision.flatten(0, 1).to(h.scalar_type());
@@ -106,7 +110,11 @@ at::Tensor PerceptionLMImpl::hidden(const ModelInputs& in) const {
   const TokenLayout layout =
       in.segments.empty() ? TokenLayout::rows(rope, h.size(1)) : TokenLayout::packed(rope, in.positions, in.segments);
   return decoder_stack(
-      h, [layout](const TransformerBlockImpl& block, size_t, const at::Tensor& x) { return block.forward(x, layout); },
+      h,
+      [layout, keys = in.row_keys](const TransformerBlockImpl& block, size_t i, const at::Tensor& x) {
+        LoraDropoutScope scope(keys, i);
+        return block.forward(x, layout);
+      },
       activation_checkpointing);
 }
 

@@ -16,7 +16,7 @@ VisionAttentionImpl::VisionAttentionImpl(int64_t width, int64_t heads_, const at
 at::Tensor VisionAttentionImpl::forward(const at::Tensor& x, const RopeTable& rope) const {
   const int64_t n = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads;
   // [N, L, 3, H, hd] -> three [N, H, L, hd]
-  const at::Tensor qkv = in_proj_lora.add_to(at::linear(x, in_proj_weight, in_proj_bias), x)
+  const at::Tensor qkv = in_proj_lora.add_to(at::linear(x, in_proj_weight, in_proj_bias), x, is_training())
                              .view({n, l, 3, heads, hd})
                              .permute({2, 0, 3, 1, 4});
   const at::Tensor q = ops::rotate_pairs(qkv[0], rope.cos, rope.sin);
@@ -25,10 +25,10 @@ at::Tensor VisionAttentionImpl::forward(const at::Tensor& x, const RopeTable& ro
   return out_proj->forward(out.transpose(1, 2).reshape({n, l, w}));
 }
 
-void VisionAttentionImpl::add_in_proj_lora(int64_t rank, double scale) {
+void VisionAttentionImpl::add_in_proj_lora(int64_t rank, double scale, double dropout) {
   auto host = register_module("in_proj", std::make_shared<torch::nn::Module>());
-  in_proj_lora =
-      LoraAdapter::attach(*host, in_proj_weight.size(1), in_proj_weight.size(0), rank, scale, in_proj_weight.options());
+  in_proj_lora = LoraAdapter::attach(*host, in_proj_weight.size(1), in_proj_weight.size(0), rank, scale, dropout,
+                                     in_proj_weight.options());
 }
 
 VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden, const at::TensorOptions& o) {
@@ -159,8 +159,11 @@ at::Tensor PerceptionEncoderImpl::forward(const at::Tensor& images, const std::v
     const DropPathMasks masks = drop.empty() ? DropPathMasks{} : drop[j];
     x = run_unit(
         runner, "vision_model.transformer.resblocks." + std::to_string(j),
-        [block, rope, masks](const at::Tensor& in) { return block->forward(in, rope, masks); }, x,
-        activation_checkpointing, block->parameters());
+        [block, rope, masks, keys = drop_path_keys, j](const at::Tensor& in) {
+          LoraDropoutScope scope(keys, LoraDropoutScope::kVisionBlocks + j);
+          return block->forward(in, rope, masks);
+        },
+        x, activation_checkpointing, block->parameters());
   }
   if (ln_post) {
     const LayerNorm post = ln_post;

@@ -17,7 +17,7 @@ namespace plm::model {
 /// add_in_proj_lora gives the packed in_proj a LoRA update under the module "in_proj" (timm's attn.qkv).
 struct VisionAttentionImpl : torch::nn::Module {
   VisionAttentionImpl(int64_t width, int64_t heads, const at::TensorOptions& options);
-  void add_in_proj_lora(int64_t rank, double scale);
+  void add_in_proj_lora(int64_t rank, double scale, double dropout);
   /// x [N, L, W]; rope tables [L, hd/2]; non-causal, scale hd^-0.5.
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;
   at::Tensor in_proj_weight, in_proj_bias;

@@ -243,8 +243,9 @@ void Trainer::Impl::setup() {
   flops = std::make_unique<FlopCounter>(*model);
   parallel = make_data_parallel(args.distributed.fsdp_type, *model, *world, compute);
   optimizer = parallel->make_optimizer(args.optim);
-  // Identical initial weights on every rank. From here on nothing draws from a generator: DropPath masks are a
-  // function of (seed, step, sample), model::drop_path_keys, so ranks, devices and resumes draw the same ones.
+  // Identical initial weights on every rank. From here on nothing draws from a generator: DropPath and LoRA dropout
+  // masks are functions of (seed, step, sample), model::drop_path_keys and model::row_keys, so ranks, devices and
+  // resumes draw the same ones.
   store = std::make_unique<ckpt::CheckpointStore>(
       args.checkpoint.path.value_or((fs::path(args.dump_dir) / "checkpoints").string()), args.checkpoint.dump,
       args.checkpoint.eval);
@@ -365,6 +366,7 @@ void Trainer::Impl::forward_backward(const data::Batch& b, int64_t loss_tokens, 
     if (loss_tokens == 0) mask = at::zeros_like(mask).index_put_({0, 0}, true);
     model::ModelInputs in = model::model_inputs(*model, b, device);
     if (in.images.defined()) in.drop_path_keys = model::drop_path_keys(b, static_cast<uint64_t>(args.seed), state.step);
+    if (args.model.lora) in.row_keys = model::row_keys(b, static_cast<uint64_t>(args.seed), state.step);
     parallel->prepare(in);
     const at::Tensor loss = model->loss(in, b.labels, mask);
     (loss * scale).backward();

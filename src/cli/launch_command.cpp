@@ -1,5 +1,7 @@
 // `plm launch`: starts N local workers the way torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
-// MASTER_ADDR=127.0.0.1, MASTER_PORT, TORCHELASTIC_ERROR_FILE), forwards SIGTERM/SIGINT/SIGUSR1/SIGUSR2 to them, and
+// GROUP_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_ERROR_FILE), on one node or as node R of --nnodes (torchrun's
+// static rendezvous: node R's workers are ranks R x N .. R x N + N - 1, rank 0's node hosts the store at
+// --master-addr:--master-port), forwards SIGTERM/SIGINT/SIGUSR1/SIGUSR2 to them, and
 // when one fails stops the others (SIGTERM and SIGCONT, then SIGKILL after --grace-s) and exits with the first
 // failure's status, naming the rank to blame: the failed worker, or the ranks its error file says went silent (a
 // survivor's DistError names the rank that was killed, stopped or hung). Workers write to the launcher's
@@ -34,6 +36,8 @@ namespace {
 
 struct LaunchOptions {
   int nproc = 1;
+  int nnodes = 1, node_rank = 0;
+  std::string master_addr = "127.0.0.1";
   int master_port = 0;
   double grace_s = 30;
   std::vector<std::string> command;
@@ -76,13 +80,8 @@ std::string self_executable() {
 
 // This process's environment without the variables a launcher sets, then `extra`.
 std::vector<std::string> worker_environment(const std::vector<std::string>& extra) {
-  static const char* owned[] = {"RANK=",
-                                "LOCAL_RANK=",
-                                "WORLD_SIZE=",
-                                "LOCAL_WORLD_SIZE=",
-                                "MASTER_ADDR=",
-                                "MASTER_PORT=",
-                                "TORCHELASTIC_ERROR_FILE="};
+  static const char* owned[] = {"RANK=",       "LOCAL_RANK=",  "WORLD_SIZE=",  "LOCAL_WORLD_SIZE=",
+                                "GROUP_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "TORCHELASTIC_ERROR_FILE="};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     bool drop = false;
@@ -131,6 +130,17 @@ int launch(const LaunchOptions& o, bool after_dash) {
     std::cerr << "plm launch: --nproc-per-node must be in [1, " << kMaxWorkers << "], got " << o.nproc << '\n';
     return 2;
   }
+  if (o.nnodes < 1 || o.node_rank < 0 || o.node_rank >= o.nnodes) {
+    std::cerr << "plm launch: --node-rank must be in [0, --nnodes), got node rank " << o.node_rank << " of " << o.nnodes
+              << " nodes\n";
+    return 2;
+  }
+  if (o.nnodes > 1 && o.master_port == 0) {
+    std::cerr << "plm launch: --nnodes " << o.nnodes
+              << " needs --master-port (and --master-addr, node 0's address): every node must meet at the same "
+                 "rendezvous\n";
+    return 2;
+  }
   // `plm launch ... RECIPE k=v` trains; `plm launch ... -- SUBCOMMAND ...` runs any plm subcommand.
   std::vector<std::string> argv_text = {"plm"};
   if (!after_dash) argv_text.emplace_back("train");
@@ -142,9 +152,14 @@ int launch(const LaunchOptions& o, bool after_dash) {
   }
   const std::string exe = self_executable();
   const int port = o.master_port ? o.master_port : dist::find_free_port();
+  const int first_rank = o.node_rank * o.nproc, world_size = o.nnodes * o.nproc;
   std::string shown;
   for (size_t i = 1; i < argv_text.size(); ++i) shown += " " + argv_text[i];
-  std::cerr << "plm launch: " << o.nproc << " workers of `plm" << shown << "`, rendezvous 127.0.0.1:" << port << '\n';
+  std::cerr << "plm launch: " << o.nproc << " workers of `plm" << shown << "`";
+  if (o.nnodes > 1)
+    std::cerr << " (ranks " << first_rank << "-" << first_rank + o.nproc - 1 << " of " << world_size << ", node "
+              << o.node_rank << " of " << o.nnodes << ")";
+  std::cerr << ", rendezvous " << o.master_addr << ":" << port << '\n';
 
   // Signals are blocked while forking so that none is lost between fork and recording the pid.
   struct sigaction sa {};
@@ -166,10 +181,11 @@ int launch(const LaunchOptions& o, bool after_dash) {
   const ErrorFiles error_files;
   const pid_t launcher = ::getpid();
   for (int rank = 0; rank < o.nproc; ++rank) {
-    std::vector<std::string> env = worker_environment(
-        {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(o.nproc),
-         "LOCAL_WORLD_SIZE=" + std::to_string(o.nproc), "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port),
-         "TORCHELASTIC_ERROR_FILE=" + error_files.of(rank)});
+    std::vector<std::string> env =
+        worker_environment({"RANK=" + std::to_string(first_rank + rank), "LOCAL_RANK=" + std::to_string(rank),
+                            "WORLD_SIZE=" + std::to_string(world_size), "LOCAL_WORLD_SIZE=" + std::to_string(o.nproc),
+                            "GROUP_RANK=" + std::to_string(o.node_rank), "MASTER_ADDR=" + o.master_addr,
+                            "MASTER_PORT=" + std::to_string(port), "TORCHELASTIC_ERROR_FILE=" + error_files.of(rank)});
     std::vector<std::string> args = argv_text;
     std::vector<char*> envp = c_strings(env), argv = c_strings(args);
     const pid_t pid = ::fork();
@@ -211,23 +227,32 @@ int launch(const LaunchOptions& o, bool after_dash) {
     if (first && !failure) {
       failure = first;
       const auto [rank, status] = *first;
-      std::cerr << "plm launch: rank " << rank << " (pid " << workers[rank].pid << ") " << describe(status);
-      blame = "rank " + std::to_string(rank) + " " + describe(status);
-      // A survivor that names the ranks that went silent shifts the blame to them.
+      const int global = first_rank + rank;
+      std::cerr << "plm launch: rank " << global << " (pid " << workers[rank].pid << ") " << describe(status);
+      blame = "rank " + std::to_string(global) + " " + describe(status);
+      // A survivor that names the ranks that went silent shifts the blame to them (global ranks: on another node,
+      // they are named with their node).
       std::vector<int> silent;
       if (const auto error = dist::read_error_file(error_files.of(rank)))
         for (int r : error->silent_ranks)
-          if (r >= 0 && r < o.nproc && r != rank) silent.push_back(r);
+          if (r >= 0 && r < world_size && r != global) silent.push_back(r);
       for (size_t i = 0; i < silent.size(); ++i) {
-        const int r = silent[i];
-        const std::string state = workers[r].alive && is_stopped(workers[r].pid) ? " is stopped (SIGSTOP or a debugger)"
-                                  : workers[r].alive                             ? " stopped answering"
-                                                                                 : " ended";
-        const std::string named = "rank " + std::to_string(r) + " (pid " + std::to_string(workers[r].pid) + ")" + state;
+        const int r = silent[i], local = r - first_rank;
+        std::string named;
+        if (local < 0 || local >= o.nproc) {
+          named = "rank " + std::to_string(r) + " (node " + std::to_string(r / o.nproc) + ") was lost";
+        } else {
+          const Worker& w = workers[local];
+          const std::string state = w.alive && is_stopped(w.pid) ? " is stopped (SIGSTOP or a debugger)"
+                                    : w.alive                    ? " stopped answering"
+                                                                 : " ended";
+          named = "rank " + std::to_string(r) + " (pid " + std::to_string(w.pid) + ")" + state;
+        }
         std::cerr << (i ? "; " : ": ") << named;
         blame = (i ? blame + "; " : "") + named;
       }
-      if (!silent.empty()) blame += " (reported by rank " + std::to_string(rank) + ", which " + describe(status) + ")";
+      if (!silent.empty())
+        blame += " (reported by rank " + std::to_string(global) + ", which " + describe(status) + ")";
       std::cerr << (alive ? "; stopping the other workers" : "") << '\n';
       forward_signal(SIGTERM);
       forward_signal(SIGCONT);  // a stopped worker takes its SIGTERM only once continued
@@ -289,7 +314,12 @@ void add_launch_command(CLI::App& app, int& exit_code) {
       "launch",
       "Start N local workers of `plm train RECIPE [k=v ...]` (or, after --, of any plm subcommand) as torchrun does");
   cmd->add_option("--nproc-per-node", lo.nproc, "number of worker processes")->required();
-  cmd->add_option("--master-port", lo.master_port, "rendezvous port on 127.0.0.1 (default: a free port)");
+  cmd->add_option("--nnodes", lo.nnodes, "number of nodes, each running its own plm launch (default 1)");
+  cmd->add_option("--node-rank", lo.node_rank, "this node's index in [0, --nnodes) (default 0)");
+  cmd->add_option("--master-addr", lo.master_addr, "node 0's address, where the rendezvous store runs")
+      ->capture_default_str();
+  cmd->add_option("--master-port", lo.master_port,
+                  "rendezvous port (default on one node: a free port; required with --nnodes > 1)");
   cmd->add_option("--grace-s", lo.grace_s, "seconds between SIGTERM and SIGKILL when stopping workers")
       ->capture_default_str();
   cmd->add_option("command", lo.command, "RECIPE [key=value ...], or after --: SUBCOMMAND [ARGS ...]");

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Multi-node training tested on one host: two "nodes" of two Gloo CPU ranks each on the loopback address give the
+# 1-rank losses (fp32, full_shard, the same global batch of 4) when started by torchrun (--nnodes 2 --node-rank 0/1,
+# its static rendezvous), by `plm launch --nnodes 2 --node-rank 0/1`, and by scripts/slurm/train.sbatch (its srun
+# replaced by one that starts the four tasks with SLURM's variables, as srun on two nodes would); a node that dies
+# (its launcher and workers SIGKILLed mid-run) ends the other node's ranks within distributed.timeout_s, and that
+# node's launcher names the lost ranks and their node.
+# Usage: tests/e2e/cli_multinode.sh path/to/plm   (run from the repository root)
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+e2e_init "$1"
+cd "$tmp"
+make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
+cat > recipe.yaml <<YAML
+include: $ROOT/configs/models/tiny.yaml
+name: multinode_e2e
+steps: 8
+optim: {lr: 0.003, warmup: 2, lr_min_ratio: 0.1, loss_normalization: global_tokens}
+logging: {freq: 1}
+checkpoint: {dump: {every: 4, keep: 0}}
+distributed: {model_dtype: fp32, fsdp_type: full_shard, timeout_s: 60}
+model: {max_seqlen: 96}
+data:
+  datamix: toy:1
+  registry: $tmp/datasets.yaml
+  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
+  batch_size: 1
+  num_workers: 1
+  image_res: 56
+  max_num_tiles: 1
+  vision_input_type: vanilla
+  conversation_format: plm_sft
+YAML
+free_port() { "$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+compare() {  # RUN: its per-step losses equal the 1-rank run's within 1e-5 relative
+  "$PY" - one "$1" <<'PY' || fail "losses of $1 differ from one rank's"
+import json, sys
+def losses(run):
+    return {r["global_step"]: r["loss/token_mean"] for r in map(json.loads, open(f"{run}/metrics.jsonl")) if "loss/token_mean" in r}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert sorted(a) == sorted(b) == list(range(1, 9)), (sorted(a), sorted(b))
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"{sys.argv[2]} (2 nodes x 2 ranks) vs 1 rank: 8 steps, losses within {worst:.1e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+}
+"$PLM" train recipe.yaml dump_dir=one data.batch_size=4 > one.log 2>&1 || { tail -3 one.log; fail "1-rank run"; }
+
+# 1. torchrun, two nodes of two ranks (static rendezvous on node 0's address).
+torchrun="$ROOT/.venv/bin/torchrun"
+port=$(free_port)
+for node in 1 0; do
+  "$torchrun" --nnodes 2 --node-rank $node --nproc-per-node 2 --master-addr 127.0.0.1 --master-port "$port" \
+    --no-python "$PLM" train recipe.yaml dump_dir=torchrun > torchrun$node.log 2>&1 &
+  pids[$node]=$!
+done
+wait "${pids[0]}" || fail "torchrun node 0: $(tail -2 torchrun0.log)"
+wait "${pids[1]}" || fail "torchrun node 1: $(tail -2 torchrun1.log)"
+compare torchrun
+
+# 2. plm launch's equivalent.
+port=$(free_port)
+for node in 1 0; do
+  "$PLM" launch --nnodes 2 --node-rank $node --nproc-per-node 2 --master-addr 127.0.0.1 --master-port "$port" \
+    recipe.yaml dump_dir=launch > launch$node.log 2>&1 &
+  pids[$node]=$!
+done
+wait "${pids[0]}" || fail "plm launch node 0: $(tail -2 launch0.log)"
+wait "${pids[1]}" || fail "plm launch node 1: $(tail -2 launch1.log)"
+grep -q "ranks 2-3 of 4, node 1 of 2" launch1.log || fail "plm launch does not say which ranks node 1 runs"
+compare launch
+
+# 3. The sbatch script's path: SLURM's variables only (srun on 2 nodes x 2 tasks, the job's first host 127.0.0.1;
+#    the port is PLM's function of the job id: find a job id whose port is free).
+mkdir -p fakebin
+cat > fakebin/srun <<'SRUN'
+#!/usr/bin/env bash
+# srun for two nodes of two tasks on this host: drops srun's options, starts the tasks with SLURM's variables.
+while [[ "${1:-}" == --* ]]; do shift; done
+for r in 0 1 2 3; do
+  SLURM_PROCID=$r SLURM_LOCALID=$((r % 2)) SLURM_NODEID=$((r / 2)) "$@" &
+done
+status=0
+for job in $(jobs -p); do wait "$job" || status=$?; done
+exit $status
+SRUN
+chmod +x fakebin/srun
+job=$("$PY" - <<'PY'
+import random, socket
+for job in range(424200, 424300):
+    port = random.Random(job).randint(20000, 60000)
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", port)); s.close(); print(job); break
+    except OSError:
+        pass
+PY
+)
+PATH="$tmp/fakebin:$PATH" SLURM_JOB_ID=$job SLURM_NTASKS=4 SLURM_NNODES=2 SLURM_JOB_NODELIST=127.0.0.1 \
+  SLURM_SUBMIT_DIR="$tmp" PLM_BIN="$PLM" bash "$ROOT/scripts/slurm/train.sbatch" recipe.yaml dump_dir=slurm \
+  > slurm.log 2>&1 || fail "train.sbatch: $(tail -2 slurm.log)"
+compare slurm
+
+# 4. A node dies mid-run: node 1's launcher and workers are SIGKILLed once training is under way; node 0's ranks end
+#    within distributed.timeout_s and its launcher names the lost ranks.
+port=$(free_port)
+LONG=(steps=100000 distributed.timeout_s=10 checkpoint.dump.every=100000)
+setsid "$PLM" launch --nnodes 2 --node-rank 1 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=dies \
+  "${LONG[@]}" > dies1.log 2>&1 &
+node1=$!
+"$PLM" launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=dies \
+  "${LONG[@]}" > dies0.log 2>&1 &
+node0=$!
+wait_for $node0 grep -Eqs '"global_step": ?2[,}]' dies/metrics.jsonl || fail "the 2-node run did not train"
+killed_at=$(date +%s.%N)
+kill -9 -- -"$node1" 2>/dev/null
+wait $node0
+rc=$?
+echo "node 0 ended $("$PY" -c "import time; print(f'{time.time() - $killed_at:.1f}')") s after node 1 was killed (exit $rc)"
+[ "$rc" -ne 0 ] || fail "node 0 ended successfully after node 1 died"
+grep -Eq "failed: .*rank [23] \(node 1\) was lost" dies0.log || fail "node 0 does not name the lost ranks: $(tail -2 dies0.log)"
+grep "failed:" dies0.log | head -1
+finish cli_multinode

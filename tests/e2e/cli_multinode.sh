@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Multi-node training tested on one host: two "nodes" of two Gloo CPU ranks each on the loopback address give the
 # 1-rank losses (fp32, full_shard, the same global batch of 4) when started by torchrun (--nnodes 2 --node-rank 0/1,
-# its static rendezvous), by `plm launch --nnodes 2 --node-rank 0/1`, and by scripts/slurm/train.sbatch (its srun
-# replaced by one that starts the four tasks with SLURM's variables, as srun on two nodes would); a node that dies
+# its static rendezvous), by `plm launch --nnodes 2 --node-rank 0/1`, by scripts/slurm/train.sbatch (its srun
+# replaced by one that starts the four tasks with SLURM's variables, as srun on two nodes would) and by
+# docs/deploy/slurm_torchrun.sbatch (srun starting one torchrun per "node"); a node that dies
 # (its launcher and workers SIGKILLed mid-run) ends the other node's ranks within distributed.timeout_s, and that
 # node's launcher names the lost ranks and their node.
 # Usage: tests/e2e/cli_multinode.sh path/to/plm   (run from the repository root)
@@ -99,6 +100,25 @@ PATH="$tmp/fakebin:$PATH" SLURM_JOB_ID=$job SLURM_NTASKS=4 SLURM_NNODES=2 SLURM_
   SLURM_SUBMIT_DIR="$tmp" PLM_BIN="$PLM" bash "$ROOT/scripts/slurm/train.sbatch" recipe.yaml dump_dir=slurm \
   > slurm.log 2>&1 || fail "train.sbatch: $(tail -2 slurm.log)"
 compare slurm
+
+# 3b. docs/deploy/slurm_torchrun.sbatch: srun starts one torchrun per node (static rendezvous, node rank from
+#     SLURM_NODEID, the first host from scontrol).
+cat > fakebin/srun <<'SRUN'
+#!/usr/bin/env bash
+# srun for two nodes of one task each on this host.
+while [[ "${1:-}" == --* ]]; do shift; done
+for node in 0 1; do SLURM_NODEID=$node SLURM_PROCID=$node SLURM_LOCALID=0 "$@" & done
+status=0
+for job in $(jobs -p); do wait "$job" || status=$?; done
+exit $status
+SRUN
+printf '#!/usr/bin/env bash\necho 127.0.0.1\n' > fakebin/scontrol
+chmod +x fakebin/srun fakebin/scontrol
+PATH="$tmp/fakebin:$PATH" SLURM_JOB_ID=1 SLURM_NNODES=2 SLURM_JOB_NODELIST=127.0.0.1 SLURM_SUBMIT_DIR="$tmp" \
+  PLM_BIN="$PLM" TORCHRUN="$ROOT/.venv/bin/torchrun" GPUS_PER_NODE=2 MASTER_PORT=$(free_port) \
+  bash "$ROOT/docs/deploy/slurm_torchrun.sbatch" recipe.yaml dump_dir=slurm_torchrun > slurm_torchrun.log 2>&1 ||
+  fail "slurm_torchrun.sbatch: $(tail -2 slurm_torchrun.log)"
+compare slurm_torchrun
 
 # 4. A node dies mid-run: node 1's launcher and workers are SIGKILLed once training is under way; node 0's ranks end
 #    within distributed.timeout_s and its launcher names the lost ranks.

@@ -10,8 +10,7 @@ source "$(dirname "$0")/lib.sh"
 e2e_init "$1"
 cd "$tmp"
 make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
-cat > recipe.yaml <<YAML
-include: $ROOT/configs/models/tiny.yaml
+toy_recipe recipe.yaml 6 1 <<YAML
 name: dist_e2e
 steps: 20
 optim: {lr: 0.003, warmup: 3, lr_min_ratio: 0.1, loss_normalization: global_tokens}
@@ -19,16 +18,6 @@ logging: {freq: 1}
 checkpoint: {dump: {every: 10, keep: 0}}
 distributed: {model_dtype: fp32, fsdp_type: full_shard, timeout_s: 60}
 model: {max_seqlen: 96}
-data:
-  datamix: toy:1
-  registry: $tmp/datasets.yaml
-  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
-  batch_size: 6
-  num_workers: 1
-  image_res: 56
-  max_num_tiles: 1
-  vision_input_type: vanilla
-  conversation_format: plm_sft
 YAML
 # One run: name, ranks, then overrides. The global batch is always 6 (batch_size = 6 / ranks).
 run() {

@@ -71,8 +71,7 @@ grep -q "plm launch: failed: rank 0 was killed by signal 9" kill0.err || fail "k
 # ---------------------------------------------------------------------------------------------------------------
 # 2. Training under faults: a small model that checkpoints every step.
 make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
-cat > recipe.yaml <<YAML
-include: $ROOT/configs/models/tiny.yaml
+toy_recipe recipe.yaml 2 1 <<YAML
 name: faults_e2e
 steps: 10
 optim: {lr: 0.003, warmup: 2, lr_min_ratio: 0.1}
@@ -80,16 +79,6 @@ logging: {freq: 1}
 checkpoint: {dump: {every: 1, keep: 0}}
 distributed: {model_dtype: fp32}
 model: {max_seqlen: 96}
-data:
-  datamix: toy:1
-  registry: $tmp/datasets.yaml
-  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
-  batch_size: 2
-  num_workers: 1
-  image_res: 56
-  max_num_tiles: 1
-  vision_input_type: vanilla
-  conversation_format: plm_sft
 YAML
 "$PLM" train recipe.yaml dump_dir=full > full.log 2>&1 || { fail "the uninterrupted run exited $?"; tail -5 full.log; }
 final=checkpoints/0000000010

@@ -15,8 +15,7 @@ source "$(dirname "$0")/lib.sh"
 e2e_init "$1"
 cd "$tmp"
 make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
-cat > recipe.yaml <<YAML
-include: $ROOT/configs/models/tiny.yaml
+toy_recipe recipe.yaml 4 2 <<YAML
 name: lora_e2e
 steps: 6
 optim: {lr: 0.003, warmup: 2, lr_min_ratio: 0.1}
@@ -24,16 +23,6 @@ logging: {freq: 1}
 checkpoint: {dump: {every: 3, keep: 0}}
 model:
   max_seqlen: 96
-data:
-  datamix: toy:1
-  registry: $tmp/datasets.yaml
-  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
-  batch_size: 4
-  num_workers: 2
-  image_res: 56
-  max_num_tiles: 1
-  vision_input_type: vanilla
-  conversation_format: plm_sft
 YAML
 # Two bases: a short full run, and the same run one step longer.
 "$PLM" train recipe.yaml dump_dir=base > base.log 2>&1 || { tail -3 base.log; fail "base run exited"; }

@@ -12,8 +12,7 @@ source "$(dirname "$0")/lib.sh"
 e2e_init "$1"
 cd "$tmp"
 make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
-cat > recipe.yaml <<YAML
-include: $ROOT/configs/models/tiny.yaml
+toy_recipe recipe.yaml 1 1 <<YAML
 name: multinode_e2e
 steps: 8
 optim: {lr: 0.003, warmup: 2, lr_min_ratio: 0.1, loss_normalization: global_tokens}
@@ -21,16 +20,6 @@ logging: {freq: 1}
 checkpoint: {dump: {every: 4, keep: 0}}
 distributed: {model_dtype: fp32, fsdp_type: full_shard, timeout_s: 60}
 model: {max_seqlen: 96}
-data:
-  datamix: toy:1
-  registry: $tmp/datasets.yaml
-  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
-  batch_size: 1
-  num_workers: 1
-  image_res: 56
-  max_num_tiles: 1
-  vision_input_type: vanilla
-  conversation_format: plm_sft
 YAML
 free_port() { "$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 compare() {  # RUN: its per-step losses equal the 1-rank run's within 1e-5 relative

@@ -10,8 +10,7 @@ source "$(dirname "$0")/lib.sh"
 e2e_init "$1"
 cd "$tmp"
 make_toy_data "$tmp" || { echo "FAIL: could not make data"; exit 1; }
-cat > recipe.yaml <<YAML
-include: $ROOT/configs/models/tiny.yaml
+toy_recipe recipe.yaml 2 2 <<YAML
 name: train_e2e
 steps: 8
 grad_acc_steps: 2
@@ -22,16 +21,6 @@ distributed: {model_dtype: bf16, full_activation_checkpointing: true}
 model:
   max_seqlen: 96
   vision_model: {drop_path: 0.1, ls_init_value: 0.1}
-data:
-  datamix: toy:1
-  registry: $tmp/datasets.yaml
-  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
-  batch_size: 2
-  num_workers: 2
-  image_res: 56
-  max_num_tiles: 1
-  vision_input_type: vanilla
-  conversation_format: plm_sft
 YAML
 
 # 1. The uninterrupted run.

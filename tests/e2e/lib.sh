@@ -8,6 +8,10 @@
 #                        fail a correct run
 #   make_toy_data DIR    48 coloured 56-px pictures with "What colour is it?" and 16 text-only rows, shuffled, as
 #                        DIR/train.jsonl, plus DIR/datasets.yaml registering them as dataset "toy"
+#   toy_recipe FILE BATCH WORKERS
+#                        writes FILE: the recipe's own top-level keys from stdin (name, steps, optim, model, ...),
+#                        then the tiny model and make_toy_data's "toy" data in $tmp (56-px single tiles, Llama 3's
+#                        tokenizer, plm_sft) with data.batch_size BATCH and data.num_workers WORKERS
 
 e2e_init() {
   PLM="$(readlink -f "$1")"
@@ -62,4 +66,23 @@ random.shuffle(rows)
 open(os.path.join(out, "train.jsonl"), "w").write("".join(json.dumps(r) + "\n" for r in rows))
 PYDATA
   printf 'toy:\n  annotation: %s/train.jsonl\n  root_dir: %s\n' "$1" "$1" > "$1/datasets.yaml"
+}
+
+toy_recipe() {
+  {
+    cat
+    cat <<YAML
+include: $ROOT/configs/models/tiny.yaml
+data:
+  datamix: toy:1
+  registry: $tmp/datasets.yaml
+  tokenizer_path: $ROOT/tests/fixtures/llama3/tokenizer.model
+  batch_size: $2
+  num_workers: $3
+  image_res: 56
+  max_num_tiles: 1
+  vision_input_type: vanilla
+  conversation_format: plm_sft
+YAML
+  } > "$1"
 }

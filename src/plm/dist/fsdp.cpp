@@ -6,7 +6,6 @@
 #include <array>
 #include <deque>
 #include <map>
-#include <stdexcept>
 
 #include "plm/common/log.h"
 #include "plm/model/units.h"

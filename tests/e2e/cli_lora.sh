@@ -4,7 +4,8 @@
 # state and lora_base.json only; a SIGKILLed run resumes to bit-identical adapters and optimizer state; resuming over
 # another base is refused with one sentence; `plm model forward` and `plm generate` read the step folder (base +
 # adapters); `plm export --plm --merge-lora` gives the same logits without adapters; `plm export --hf` of the LoRA
-# run loads in transformers with the same logits, and `plm export --peft` gives an adapter folder that PEFT loads over
+# run loads in transformers with the same logits (and AutoProcessor builds image prompts it generates from), and
+# `plm export --peft` gives an adapter folder that PEFT loads over
 # the base's HF export with the same logits; two no_shard ranks train 1 rank's adapters; in bf16 the
 # frozen base is held without fp32 masters; 2-rank full_shard trains the same adapters as no_shard, checkpoints
 # only the adapter buffers, resumes bit-identically at 2 ranks and resumes under no_shard on 1 rank; with adapter
@@ -115,6 +116,17 @@ m = PerceptionLMForConditionalGeneration.from_pretrained("hf").float().eval()
 with torch.no_grad():
     hf = m(input_ids=load_file("in.safetensors")["input_ids"], use_cache=False).logits
 assert (hf - lora).abs().max() <= 1e-4 * scale, (hf - lora).abs().max()
+# transformers' AutoProcessor loads the export: its image token is the config's, and an image prompt it builds
+# (tiles, one image token per vision vector) generates with the exported model.
+from PIL import Image
+from transformers import AutoProcessor
+proc = AutoProcessor.from_pretrained("hf")
+assert (proc.image_token_id, proc.video_token_id) == (m.config.image_token_id, m.config.video_token_id)
+batch = proc(text="<|image|>What colour is it?", images=[Image.open("0.png")], return_tensors="pt")
+assert (batch["input_ids"] == m.config.image_token_id).sum() > 0 and batch["pixel_values"].shape[1] >= 1
+with torch.no_grad():
+    out = m.generate(**batch, max_new_tokens=3, do_sample=False)
+assert out.shape[1] > batch["input_ids"].shape[1], out.shape
 # PEFT's adapter folder on the base's HF export: PEFT's own LoRA layers compute the run's model.
 from peft import PeftModel
 base = PerceptionLMForConditionalGeneration.from_pretrained("hf_base").float().eval()

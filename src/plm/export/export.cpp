@@ -160,12 +160,17 @@ std::vector<std::string> export_hf(const std::string& ckpt_path, const std::stri
     files.push_back((dir / "tokenizer.model").string());
     if (const auto* bpe = dynamic_cast<const text::TiktokenBpe*>(tokenizer.get())) {  // Llama 3's: a fast tokenizer
       write_file(dir / "tokenizer.json", tokenizer_json(*bpe, "<|begin_of_text|>"));
+      // PerceptionLMProcessor reads tokenizer.image_token / video_token: the literals of config.json's ids (PLM's
+      // tokenizer has no video token, so frames' id is a reserved one, as in transformers' own conversion).
       const json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
                            {"bos_token", "<|begin_of_text|>"},
                            {"eos_token", "<|eot_id|>"},
                            {"clean_up_tokenization_spaces", false},
                            {"model_input_names", {"input_ids", "attention_mask"}},
-                           {"model_max_length", s.args.max_seqlen}};
+                           {"model_max_length", s.args.max_seqlen},
+                           {"extra_special_tokens",
+                            {{"image_token", std::string(bpe->token_bytes(static_cast<text::TokenId>(ids.image)))},
+                             {"video_token", std::string(bpe->token_bytes(static_cast<text::TokenId>(ids.video)))}}}};
       write_file(dir / "tokenizer_config.json", config.dump(2) + "\n");
       files.push_back((dir / "tokenizer.json").string());
       files.push_back((dir / "tokenizer_config.json").string());

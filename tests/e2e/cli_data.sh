@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `plm data check|preview` end to end on a small generated dataset (images, a video, text, broken rows).
+# `plm data check|preview` end to end on a small generated dataset (images, a video, text, broken rows), and a
+# 30,000-frame video ranked first by predicted decode cost, named before it is decoded, skipped by policy.
 # Usage: tests/e2e/cli_data.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -70,6 +71,41 @@ with safe_open('first.safetensors', 'pt') as f:
     assert f.get_tensor('input_ids').shape[0] == 4
     assert len(meta['media_type'].split(',')) == 4, meta
 " || fail "the dumped batch is incomplete"
+# A 30,000-frame video with one keyframe beside a short one: data check ranks it first by predicted decode cost and
+# names it in the log before decoding it (data.max_video_decode_frames); with data.long_video_policy: skip it is
+# skipped as too_long.
+ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=32x32:rate=30 -frames:v 30000 -c:v libx264 -preset ultrafast \
+  -x264-params keyint=100000:min-keyint=100000:scenecut=0 -pix_fmt yuv420p media/long.mp4 || fail "ffmpeg long"
+cat > long.jsonl <<'JSONL'
+{"video": "clip.mp4", "conversations": [{"from": "human", "value": "Describe."}, {"from": "assistant", "value": "Bars."}]}
+{"video": "long.mp4", "conversations": [{"from": "human", "value": "Describe."}, {"from": "assistant", "value": "Long."}]}
+JSONL
+cat >> datasets.yaml <<YAML
+long:
+  annotation: $tmp/long.jsonl
+  root_dir: $tmp/media
+YAML
+LONG=(model.vision_model.image_size=28 data.datamix=long:1)
+out="$("$PLM" data check recipe.yaml "${LONG[@]}" --json 2> long.log)" || fail "data check of the long video: $out"
+"$PY" - "$out" <<'PYCHECK' || fail "slowest videos: $out"
+import json, sys
+r = json.loads(sys.argv[1])
+first = r["slowest_videos"][0]
+assert first["file"].endswith("long.mp4") and first["frames"] == 30000, r["slowest_videos"]
+assert first["frames_decoded"] > 10000, first  # one keyframe: every frame up to the last one sampled
+assert len(r["slowest_videos"]) == 2 and r["slowest_videos"][1]["frames_decoded"] < first["frames_decoded"]
+assert r["datasets"]["long"]["usable"] == 2, r["datasets"]
+PYCHECK
+grep -q "long.mp4' needs [0-9]* frames decoded to sample 4 (a 30000-frame video.*over data.max_video_decode_frames = 10000" \
+  long.log || fail "the long video is not named in the log: $(tail -2 long.log)"
+out="$("$PLM" data check recipe.yaml "${LONG[@]}" data.long_video_policy=skip --json 2>/dev/null)" ||
+  fail "data check with the skip policy"
+"$PY" -c "import json, sys; d = json.loads(sys.argv[1])['datasets']['long']; assert d['skipped'] == {'too_long': 1} and d['usable'] == 1, d" \
+  "$out" || fail "the skip policy did not skip the long video: $out"
+text="$("$PLM" data check recipe.yaml "${LONG[@]}" 2>/dev/null)" || fail "text report of the long video"
+grep -A1 "slowest videos by predicted decode cost" <<<"$text" | grep -q "1\. .*long.mp4" ||
+  fail "the text report does not rank the long video first: $text"
+
 # a missing annotation file is fatal (exit non-zero), naming it
 sed -i "s|$tmp/train.jsonl|$tmp/absent.jsonl|" datasets.yaml
 err="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 2>&1 >/dev/null)" && fail "a missing annotation passed"

@@ -431,6 +431,29 @@ TEST_CASE("loader with media: image tiles, multi-image, video with a box, region
   CHECK(video.media_type == "video");
   // 3 s at 10 fps gives 3 one-per-second candidates, fewer than 4: the reference then samples 4 of all 30 frames
   CHECK(video.media.sizes() == at::IntArrayRef({4, 3, 28, 28}));
+  CHECK(video.video == s.path("clip.mp4"));
+  CHECK(video.video_frames == 30);
+  CHECK(video.video_frames_decoded >= 4);  // one keyframe (ffmpeg's default GOP is longer than the clip)
+  CHECK(video.video_frames_decoded <= 30);
+  CHECK(video.video_pixels_decoded == video.video_frames_decoded * 64 * 48);
+  // Over data.max_video_decode_frames: skipped by name under "too_long" (policy skip), else decoded.
+  for (const bool skip : {true, false}) {
+    PreprocessOptions bounded = po;
+    bounded.max_video_decode_frames = video.video_frames_decoded - 1;
+    bounded.skip_long_videos = skip;
+    const Preprocessor strict_pre(llama3_ptr(), bounded);
+    if (skip) {
+      try {
+        strict_pre(parse_sample(src.row(2)), s.dir.string());
+        FAIL("a video over the decode bound was not skipped");
+      } catch (const SampleError& e) {
+        CHECK(e.reason() == "too_long");
+        CHECK_THAT(e.what(), Catch::Contains("clip.mp4") && Catch::Contains("data.max_video_decode_frames"));
+      }
+    } else {
+      CHECK(strict_pre(parse_sample(src.row(2)), s.dir.string()).media.equal(video.media));
+    }
+  }
   const auto region = (*pre)(parse_sample(src.row(3)), s.dir.string());
   CHECK_THAT(llama3().decode(region.ids), Catch::Contains("What is at [100,100,433,350]?"));
   // the loader skips the two broken rows with their reasons

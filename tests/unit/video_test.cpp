@@ -375,3 +375,41 @@ TEST_CASE("a clip over the pixel budget is refused before any frame is decoded")
   CHECK(read_clip(big, std::nullopt, std::nullopt, 2).frames.size(0) == 2);
   static_assert(kMaxClipPixels < 33 * 4096 * 4096 && 32 * 4096 * 4096 <= kMaxClipPixels, "the case sits on the edge");
 }
+
+TEST_CASE("a clip's plan counts the frames its decode needs from the keyframes, before any frame is decoded") {
+  // 600 frames: one keyframe every 10 frames, and one keyframe in all.
+  Scratch s("plm_video_plan");
+  const std::string gop10 = s.path("gop10.mp4"), gop_all = s.path("gop_all.mp4");
+  for (const auto& [path, keyint] : {std::pair{gop10, 10}, std::pair{gop_all, 100000}})
+    REQUIRE(std::system(("ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=32x32:rate=30 -frames:v 600 "
+                         "-c:v libx264 -preset ultrafast -x264-params keyint=" +
+                         std::to_string(keyint) + ":min-keyint=" + std::to_string(keyint) +
+                         ":scenecut=0 -pix_fmt yuv420p '" + path + "'")
+                            .c_str()) == 0);
+  const VideoInfo short_gops = probe_video(gop10), one_gop = probe_video(gop_all);
+  CHECK(short_gops.num_frames == 600);
+  CHECK(short_gops.declared_frames == 600);
+  CHECK(short_gops.longest_gop == 10);
+  CHECK(one_gop.longest_gop == 600);
+  for (const int64_t frames : {1, 4, 16}) {
+    INFO(frames << " frames");
+    std::vector<ClipPlan> plans;
+    const auto record = [&](const ClipPlan& p) { plans.push_back(p); };
+    const DecodedFrames a = read_clip(gop10, std::nullopt, std::nullopt, frames, 0, record);
+    const DecodedFrames b = read_clip(gop_all, std::nullopt, std::nullopt, frames, 0, record);
+    REQUIRE(plans.size() == 2);
+    CHECK(plans[0].indices == a.indices);
+    CHECK(plans[0].frames_to_decode == a.frames_to_decode);
+    // With a keyframe every 10 frames each wanted frame costs at most 10; with one keyframe, everything up to the
+    // last wanted frame.
+    const int64_t last = *std::max_element(b.indices.begin(), b.indices.end());
+    CHECK(plans[1].frames_to_decode == last + 1);
+    CHECK(plans[0].frames_to_decode >= static_cast<int64_t>(a.indices.size()));
+    CHECK(plans[0].frames_to_decode <= 10 * static_cast<int64_t>(a.indices.size()));
+    if (frames > 1) CHECK(plans[0].frames_to_decode < plans[1].frames_to_decode);
+  }
+  // A plan that is refused stops the read before decoding: the refusal is what the caller sees.
+  CHECK_THROWS_WITH(read_clip(gop_all, std::nullopt, std::nullopt, 4, 0,
+                              [](const ClipPlan& p) { throw MediaError("too_long", p.path + " is too long"); }),
+                    Catch::Contains("gop_all.mp4 is too long"));
+}

@@ -231,6 +231,12 @@ struct DataArgs {
   // Refuse media paths that resolve (symlinks followed) outside the dataset's root_dir, e.g. "../../etc/x" or an
   // absolute path. Off by default, as in PLM: its datasets may hold absolute paths, which os.path.join keeps.
   bool confine_media_to_root = false;
+  // A video whose sampled frames need more than this many frames decoded (its packets are scanned first: long
+  // videos, or few keyframes), or whose container declares another frame count than it holds, is named in the log
+  // before it is decoded, then decoded (long_video_policy: decode) or skipped as "too_long" / "frame_count_mismatch"
+  // (skip). 0: no bound.
+  int64_t max_video_decode_frames = 10000;
+  std::string long_video_policy = "decode";
   std::string val_datamix;      // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
   int64_t val_max_batches = 8;  // batches per validation (every checkpoint.eval.every steps and at the end)
 
@@ -256,6 +262,8 @@ struct DataArgs {
     v("strict", strict);
     v("prefetch_batches", prefetch_batches);
     v("confine_media_to_root", confine_media_to_root);
+    v("max_video_decode_frames", max_video_decode_frames);
+    v("long_video_policy", long_video_policy);
     v("val_datamix", val_datamix);
     v("val_max_batches", val_max_batches);
   }

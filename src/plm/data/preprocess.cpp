@@ -1,7 +1,12 @@
 #include "plm/data/preprocess.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <set>
+
+#include "plm/common/log.h"
 
 #include "plm/media/boxes.h"
 #include "plm/media/image.h"
@@ -45,6 +50,8 @@ PreprocessOptions PreprocessOptions::from(const config::TrainArgs& a) {
   o.seq_len = a.model.max_seqlen;
   o.conversation_format = a.data.conversation_format.value_or("plm_sft");
   o.confine_media_to_root = a.data.confine_media_to_root;
+  o.max_video_decode_frames = a.data.max_video_decode_frames;
+  o.skip_long_videos = a.data.long_video_policy == "skip";
   return o;
 }
 
@@ -59,6 +66,29 @@ Preprocessor::Preprocessor(std::shared_ptr<const text::Tokenizer> tokenizer, Pre
       image_token_(tokenizer_->special_id("<|image|>")) {
   if (image_token_ < 0) throw text::TokenizerError("the tokenizer has no <|image|> token, which PLM's templates need.");
   text::ConversationFormat::named(options_.conversation_format);  // fail early on an unknown format
+}
+
+void Preprocessor::check_video(const media::ClipPlan& p) const {
+  const media::VideoInfo& v = p.info;
+  const int64_t declared = v.declared_frames;
+  // Edit lists may hide a frame or two from the scan: only a larger gap is a disagreement.
+  const bool mismatch = declared > 0 && std::abs(declared - v.num_frames) > std::max<int64_t>(2, declared / 100);
+  const int64_t bound = options_.max_video_decode_frames;
+  const bool too_long = bound > 0 && p.frames_to_decode > bound;
+  if (!too_long && !mismatch) return;
+  const std::string what =
+      too_long ? fmt::format("needs {} frames decoded to sample {} (a {}-frame video with up to {} frames between "
+                             "keyframes), over data.max_video_decode_frames = {}",
+                             p.frames_to_decode, p.indices.size(), v.num_frames, v.longest_gop, bound)
+               : fmt::format("declares {} frames in its header but holds {}", declared, v.num_frames);
+  if (options_.skip_long_videos)
+    throw media::MediaError(too_long ? "too_long" : "frame_count_mismatch",
+                            "'" + p.path + "' " + what + "; skipped (data.long_video_policy: skip)");
+  static std::mutex mutex;
+  static std::set<std::string> named;  // each file once per process
+  std::lock_guard<std::mutex> lock(mutex);
+  if (named.insert(p.path).second)
+    log::warn("'{}' {}; decoding it now (data.long_video_policy: decode; skip would leave it out)", p.path, what);
 }
 
 SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& root_dir) const {
@@ -77,11 +107,17 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
       out.pixels = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
       out.type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
     } else if (sample.video) {
-      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root),
-                                                   sample.start_time, sample.end_time, options_.max_video_frames);
+      media::DecodedFrames clip =
+          media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root), sample.start_time,
+                           sample.end_time, options_.max_video_frames, 0,
+                           [this](const media::ClipPlan& plan) { check_video(plan); });
       if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
       out.pixels = media::video_pixels(clip, s);
       out.type = text::MediaType::video;
+      out.video = clip.path;
+      out.video_frames = clip.info.num_frames;
+      out.video_frames_decoded = clip.frames_to_decode;
+      out.video_pixels_decoded = clip.frames_to_decode * clip.info.width * clip.info.height;
     } else {
       out.pixels = at::ones({1, 3, s, s});  // PLM's placeholder: runs through the vision tower, then dropped
     }
@@ -114,6 +150,10 @@ ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string
   ProcessedSample out;
   SampleMedia media = load_media(sample, root_dir);
   out.media = std::move(media.pixels);
+  out.video = std::move(media.video);
+  out.video_frames = media.video_frames;
+  out.video_frames_decoded = media.video_frames_decoded;
+  out.video_pixels_decoded = media.video_pixels_decoded;
   const text::MediaType media_type = media.type;
   out.media_type = media_type == text::MediaType::multi_image ? "multi_image"
                    : media_type == text::MediaType::image     ? "image"

@@ -8,6 +8,7 @@
 
 #include "plm/config/args.h"
 #include "plm/data/sample.h"
+#include "plm/media/video.h"
 #include "plm/text/tokenizer.h"
 
 namespace plm::data {
@@ -29,6 +30,8 @@ struct PreprocessOptions {
   int64_t seq_len = 1024;
   std::string conversation_format = "plm_sft";
   bool confine_media_to_root = false;  // data.confine_media_to_root: refuse paths resolving outside root_dir
+  int64_t max_video_decode_frames = 10000;  // data.max_video_decode_frames (0: no bound)
+  bool skip_long_videos = false;            // data.long_video_policy: skip
 
   static PreprocessOptions from(const config::TrainArgs& args);
 
@@ -40,6 +43,8 @@ struct PreprocessOptions {
 struct SampleMedia {
   at::Tensor pixels;  // float32 [chunks, 3, S, S], normalised; text-only: PLM's placeholder ones [1, 3, S, S]
   text::MediaType type = text::MediaType::text;
+  std::string video;  // a video's file and what reading it decoded (ProcessedSample's fields of the same names)
+  int64_t video_frames = 0, video_frames_decoded = 0, video_pixels_decoded = 0;
 };
 
 /// A sample ready for collation.
@@ -50,6 +55,8 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
+  std::string video;                  // a video sample's file, and what reading it decoded (media::ClipPlan)
+  int64_t video_frames = 0, video_frames_decoded = 0, video_pixels_decoded = 0;
   std::string id;     // "dataset#row" (set by the loader), for messages about the sample
   int64_t slot = -1;  // the global stream slot it fills (set by the loader; data/stream.h), -1 outside training
 };
@@ -68,6 +75,10 @@ class Preprocessor {
   /// The media part of operator(): images (one: `vision_input_type` tiling; several: one vanilla tile each) or
   /// the video clip's frames (regions drawn), or the text-only placeholder. Throws MediaSampleError.
   SampleMedia load_media(const Sample& sample, const std::string& root_dir) const;
+  /// Before a video is decoded: names it in the log when its plan needs more than max_video_decode_frames decoded
+  /// or its header's frame count disagrees with its packets, or (skip_long_videos) throws MediaError "too_long" /
+  /// "frame_count_mismatch" naming it.
+  void check_video(const media::ClipPlan& plan) const;
 
   const PreprocessOptions& options() const { return options_; }
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }

@@ -211,6 +211,12 @@ class VideoFile {
     info.num_frames = static_cast<int64_t>(frames_.size());
     info.width = st_->codecpar->width;
     info.height = st_->codecpar->height;
+    info.declared_frames = std::max<int64_t>(st_->nb_frames, 0);
+    const auto n = static_cast<int64_t>(frames_.size());
+    for (size_t k = 0; k < key_index_.size(); ++k)
+      info.longest_gop = std::max(info.longest_gop, (k + 1 < key_index_.size() ? key_index_[k + 1] : n) - key_index_[k]);
+    if (key_index_.empty() || key_index_.front() > 0)  // frames before the first keyframe decode from the start
+      info.longest_gop = std::max(info.longest_gop, key_index_.empty() ? n : key_index_.front());
     if (turns_ % 2) std::swap(info.width, info.height);
     const double span = pts_to_seconds(end_pts_, st_->time_base) - pts_to_seconds(begin_pts_, st_->time_base);
     const double header_fps = av_q2d(st_->r_frame_rate);
@@ -225,6 +231,20 @@ class VideoFile {
   }
 
   at::Tensor decode(const std::vector<int64_t>& indices, int threads);
+
+  /// ClipPlan::frames_to_decode for in-range `indices` (video.h).
+  int64_t frames_to_decode(std::vector<int64_t> indices) const {
+    std::sort(indices.begin(), indices.end());
+    indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
+    int64_t last = -1, total = 0;
+    for (const int64_t j : indices) {
+      const auto k = std::upper_bound(key_index_.begin(), key_index_.end(), j) - key_index_.begin() - 1;
+      const int64_t key = k >= 0 ? key_index_[static_cast<size_t>(k)] : 0;
+      total += last >= key ? j - last : j - key + 1;
+      last = j;
+    }
+    return total;
+  }
 
  private:
   struct FrameInfo {
@@ -452,7 +472,7 @@ at::Tensor decode_frames(const std::string& path, const std::vector<int64_t>& in
 }
 
 DecodedFrames read_clip(const std::string& path, std::optional<double> start_s, std::optional<double> end_s,
-                        int64_t max_frames, int threads) {
+                        int64_t max_frames, int threads, const std::function<void(const ClipPlan&)>& before_decode) {
   VideoFile file(path);
   DecodedFrames clip;
   clip.path = path;
@@ -463,6 +483,12 @@ DecodedFrames read_clip(const std::string& path, std::optional<double> start_s, 
   } catch (const std::invalid_argument& e) {
     fail("decode_error", path, std::string("cannot be sampled: ") + e.what());
   }
+  const auto n = clip.info.num_frames;
+  std::vector<int64_t> in_range;
+  for (const int64_t i : clip.indices)
+    if (const int64_t j = i < 0 ? i + n : i; j >= 0 && j < n) in_range.push_back(j);
+  clip.frames_to_decode = file.frames_to_decode(in_range);
+  if (before_decode) before_decode({path, clip.info, clip.indices, clip.frames_to_decode});
   clip.frames = file.decode(clip.indices, threads);
   return clip;
 }

@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,21 @@ struct VideoInfo {
   int64_t num_frames = 0;
   /// Frame size after the display-matrix rotation, pixels.
   int64_t width = 0, height = 0;
+  /// The container header's frame count (nb_frames); 0 when it gives none (mkv, webm).
+  int64_t declared_frames = 0;
+  /// The most frames from one keyframe to the next (or to the end): what reaching one frame can cost.
+  int64_t longest_gop = 0;
+};
+
+/// What read_clip will decode, known from the packet scan before any frame is decoded.
+struct ClipPlan {
+  std::string path;
+  VideoInfo info;
+  std::vector<int64_t> indices;  // the sampled frames, in request order
+  /// Frames the forward pass decodes to reach them: from the previous wanted frame when the next one's keyframe
+  /// is at or before it, else from that keyframe (decode_frames' seek rule, without its reorder slack; skipped
+  /// non-reference H.264 pictures count as decoded). The decode time is about this times width x height.
+  int64_t frames_to_decode = 0;
 };
 
 /// Frames of one clip, in the order they were asked for.
@@ -45,6 +61,8 @@ struct DecodedFrames {
   VideoInfo info;
   /// The file the frames came from (for error messages).
   std::string path;
+  /// ClipPlan::frames_to_decode of the read (read_clip only).
+  int64_t frames_to_decode = 0;
 };
 
 /// The pixel budget of a decode, checked against the stream's declared frame size before any frame is decoded
@@ -68,10 +86,13 @@ VideoInfo probe_video(const std::string& path);
 at::Tensor decode_frames(const std::string& path, const std::vector<int64_t>& indices, int threads = 0);
 
 /// probe + sample_frame_indices(average_fps, num_frames, start_s, end_s, max_frames) + decode, opening the file
-/// once. Throws MediaError as decode_frames, plus "empty_video" (no frames) and "decode_error" for a frame rate
-/// the reference cannot sample (at or below 0.5 fps) or unusable start/end times.
+/// once. `before_decode`, when given, sees the plan after sampling and before the first frame is decoded, and may
+/// throw (a MediaError) to refuse the clip: where long or inconsistent videos are reported and skipped. Throws
+/// MediaError as decode_frames, plus "empty_video" (no frames) and "decode_error" for a frame rate the reference
+/// cannot sample (at or below 0.5 fps) or unusable start/end times.
 DecodedFrames read_clip(const std::string& path, std::optional<double> start_s, std::optional<double> end_s,
-                        int64_t max_frames, int threads = 0);
+                        int64_t max_frames, int threads = 0,
+                        const std::function<void(const ClipPlan&)>& before_decode = {});
 
 /// torchvision `F.resize(frames, [size, size], InterpolationMode.BICUBIC, antialias=True)` on a uint8 [N, 3, H, W]
 /// tensor, bit for bit: float32, ATen's antialiased bicubic (a = -0.5), clamp to [0, 255], round half to even,

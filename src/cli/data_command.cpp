@@ -158,8 +158,8 @@ int check(const DataOptions& o) {
           r.loss_tokens += static_cast<int64_t>(s.response_pos.size());
           r.lengths[static_cast<size_t>(i)] = std::max<int64_t>(static_cast<int64_t>(s.ids.size()) - 1, 0);
           if (!s.video.empty())
-            videos.push_back({s.video_pixels_decoded, s.video_frames_decoded, s.video_frames, s.video,
-                              entry.dataset.name});
+            videos.push_back(
+                {s.video_pixels_decoded, s.video_frames_decoded, s.video_frames, s.video, entry.dataset.name});
         } catch (const data::SampleError& e) {
           std::lock_guard<std::mutex> lock(mutex);
           ++r.skipped[e.reason()];
@@ -219,8 +219,8 @@ int check(const DataOptions& o) {
                        {"megapixels_decoded", static_cast<double>(v.pixels) / 1e6}});
     if (o.json) continue;
     if (k == 0) std::cout << "slowest videos by predicted decode cost (frames decoded to sample x their pixels):\n";
-    std::cout << "  " << k + 1 << ". " << v.file << " (" << v.dataset << "): " << v.frames_decoded << " of "
-              << v.frames << " frames decoded, " << static_cast<double>(v.pixels) / 1e6 << " megapixels\n";
+    std::cout << "  " << k + 1 << ". " << v.file << " (" << v.dataset << "): " << v.frames_decoded << " of " << v.frames
+              << " frames decoded, " << static_cast<double>(v.pixels) / 1e6 << " megapixels\n";
   }
   const nlohmann::json packing = packing_report(args, p.mix, lengths, o.json);
   if (o.json)

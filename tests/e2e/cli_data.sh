@@ -106,6 +106,24 @@ text="$("$PLM" data check recipe.yaml "${LONG[@]}" 2>/dev/null)" || fail "text r
 grep -A1 "slowest videos by predicted decode cost" <<<"$text" | grep -q "1\. .*long.mp4" ||
   fail "the text report does not rank the long video first: $text"
 
+# Training on it: the log names the long video before its first decode, and metrics.jsonl counts the videos read
+# and the frames their reads decoded (the long one's plan included).
+"$PLM" train recipe.yaml "${LONG[@]}" steps=2 logging.freq=1 data.batch_size=2 data.num_workers=1 \
+  dump_dir="$tmp/long_run" > long_train.log 2>&1 || fail "training on the long video: $(tail -2 long_train.log)"
+grep -q "long.mp4' needs [0-9]* frames decoded.*decoding it now" long_train.log ||
+  fail "the training log does not name the long video: $(grep -c . long_train.log) lines"
+"$PY" - "$tmp/long_run/metrics.jsonl" <<'PYCHECK' || fail "loader metrics"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 2, rows
+videos = sum(r["data/videos_read"] for r in rows)
+frames = sum(r["data/video_frames_decoded"] for r in rows)
+samples = sum(r["data/samples_preprocessed"] for r in rows)
+assert samples >= 4 and videos == samples, (samples, videos)  # every sample of this datamix is a video
+assert frames > 10000, frames  # the long video's read was among them
+assert all(r["data/preprocess_worker_s"] > 0 for r in rows if r["data/samples_preprocessed"]), rows
+PYCHECK
+
 # a missing annotation file is fatal (exit non-zero), naming it
 sed -i "s|$tmp/train.jsonl|$tmp/absent.jsonl|" datasets.yaml
 err="$("$PLM" data check recipe.yaml model.vision_model.image_size=28 2>&1 >/dev/null)" && fail "a missing annotation passed"

@@ -1,5 +1,6 @@
 #include "plm/data/loader.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -42,6 +43,7 @@ struct DataLoader::Impl {
   int64_t next_batch_to_queue = 0, next_batch_to_return = 0;
   StreamState returned_state;
   SkipCounts skips;
+  WorkTotals totals;
   std::set<std::string> logged;
   bool stopping = false;
   std::vector<std::thread> workers;
@@ -124,12 +126,26 @@ struct DataLoader::Impl {
       std::exception_ptr error;
       Candidate c = job.candidate;
       for (int attempt = 1;; ++attempt) {
+        const auto started = std::chrono::steady_clock::now();
+        // Counted however the attempt ends: the time was spent.
+        const auto count_work = [&](const ProcessedSample* done) {
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+          std::lock_guard<std::mutex> lock(mutex);
+          totals.preprocess_seconds += s;
+          ++totals.samples;
+          if (done && !done->video.empty()) {
+            ++totals.videos;
+            totals.video_frames_decoded += done->video_frames_decoded;
+          }
+        };
         try {
           result = process(c);
+          count_work(&result);
           result.id = mix[c.dataset].dataset.name + "#" + std::to_string(c.row);
           result.slot = job.slot;
           break;
         } catch (const SampleError& e) {
+          count_work(nullptr);
           count_skip(c, e);
           if (o.strict || attempt >= o.max_attempts) {
             error = std::make_exception_ptr(
@@ -281,6 +297,11 @@ std::string DataLoader::state_json() const {
 SkipCounts DataLoader::skipped() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->skips;
+}
+
+WorkTotals DataLoader::work_totals() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->totals;
 }
 
 }  // namespace plm::data

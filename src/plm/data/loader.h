@@ -38,6 +38,14 @@ std::string ranks_state_json(const std::vector<StreamState>& ranks);
 /// Why samples were skipped, per dataset: counts[dataset][reason].
 using SkipCounts = std::map<std::string, std::map<std::string, int64_t>>;
 
+/// What the workers have done so far (totals since the loader started; the trainer logs their growth per window).
+struct WorkTotals {
+  double preprocess_seconds = 0;     // worker-seconds reading, decoding and preprocessing samples (skipped ones too)
+  int64_t samples = 0;               // samples preprocessed, skipped ones included
+  int64_t videos = 0;                // of them, videos read
+  int64_t video_frames_decoded = 0;  // the frames their reads decoded (media::ClipPlan::frames_to_decode)
+};
+
 /// This rank's batches of the global sample stream: owns the worker threads, which read, preprocess and collate the
 /// rank's slots in parallel into a bounded prefetch, and hands the batches out in stream order. Its state (the
 /// position in the global stream) resumes exactly, also with another number of ranks or workers.
@@ -66,6 +74,9 @@ class DataLoader {
 
   /// Skipped samples so far (this rank's).
   SkipCounts skipped() const;
+
+  /// The workers' totals so far (this rank's).
+  WorkTotals work_totals() const;
 
   /// Global slots per batch (batch_size x world_size).
   int64_t global_batch() const { return options_.batch_size * options_.world_size; }

@@ -77,9 +77,10 @@ void Preprocessor::check_video(const media::ClipPlan& p) const {
   const bool too_long = bound > 0 && p.frames_to_decode > bound;
   if (!too_long && !mismatch) return;
   const std::string what =
-      too_long ? fmt::format("needs {} frames decoded to sample {} (a {}-frame video with up to {} frames between "
-                             "keyframes), over data.max_video_decode_frames = {}",
-                             p.frames_to_decode, p.indices.size(), v.num_frames, v.longest_gop, bound)
+      too_long ? fmt::format(
+                     "needs {} frames decoded to sample {} (a {}-frame video with up to {} frames between "
+                     "keyframes), over data.max_video_decode_frames = {}",
+                     p.frames_to_decode, p.indices.size(), v.num_frames, v.longest_gop, bound)
                : fmt::format("declares {} frames in its header but holds {}", declared, v.num_frames);
   if (options_.skip_long_videos)
     throw media::MediaError(too_long ? "too_long" : "frame_count_mismatch",
@@ -107,10 +108,9 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
       out.pixels = chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0);
       out.type = sample.images.size() > 1 ? text::MediaType::multi_image : text::MediaType::image;
     } else if (sample.video) {
-      media::DecodedFrames clip =
-          media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root), sample.start_time,
-                           sample.end_time, options_.max_video_frames, 0,
-                           [this](const media::ClipPlan& plan) { check_video(plan); });
+      media::DecodedFrames clip = media::read_clip(join(root_dir, *sample.video, options_.confine_media_to_root),
+                                                   sample.start_time, sample.end_time, options_.max_video_frames, 0,
+                                                   [this](const media::ClipPlan& plan) { check_video(plan); });
       if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
       out.pixels = media::video_pixels(clip, s);
       out.type = text::MediaType::video;

@@ -29,7 +29,7 @@ struct PreprocessOptions {
   int64_t pooling_ratio = 1;
   int64_t seq_len = 1024;
   std::string conversation_format = "plm_sft";
-  bool confine_media_to_root = false;  // data.confine_media_to_root: refuse paths resolving outside root_dir
+  bool confine_media_to_root = false;       // data.confine_media_to_root: refuse paths resolving outside root_dir
   int64_t max_video_decode_frames = 10000;  // data.max_video_decode_frames (0: no bound)
   bool skip_long_videos = false;            // data.long_video_policy: skip
 
@@ -55,7 +55,7 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
-  std::string video;                  // a video sample's file, and what reading it decoded (media::ClipPlan)
+  std::string video;  // a video sample's file, and what reading it decoded (media::ClipPlan)
   int64_t video_frames = 0, video_frames_decoded = 0, video_pixels_decoded = 0;
   std::string id;     // "dataset#row" (set by the loader), for messages about the sample
   int64_t slot = -1;  // the global stream slot it fills (set by the loader; data/stream.h), -1 outside training

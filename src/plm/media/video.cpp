@@ -214,7 +214,8 @@ class VideoFile {
     info.declared_frames = std::max<int64_t>(st_->nb_frames, 0);
     const auto n = static_cast<int64_t>(frames_.size());
     for (size_t k = 0; k < key_index_.size(); ++k)
-      info.longest_gop = std::max(info.longest_gop, (k + 1 < key_index_.size() ? key_index_[k + 1] : n) - key_index_[k]);
+      info.longest_gop =
+          std::max(info.longest_gop, (k + 1 < key_index_.size() ? key_index_[k + 1] : n) - key_index_[k]);
     if (key_index_.empty() || key_index_.front() > 0)  // frames before the first keyframe decode from the start
       info.longest_gop = std::max(info.longest_gop, key_index_.empty() ? n : key_index_.front());
     if (turns_ % 2) std::swap(info.width, info.height);

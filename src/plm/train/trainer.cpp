@@ -135,6 +135,7 @@ struct Trainer::Impl {
   int64_t run_start_step = 0;
   int64_t last_saved_step = -1;
   bool first_batch_shown = false;
+  data::WorkTotals logged_work;             // the loader's totals at the previous metrics record
   std::optional<ckpt::LoraBase> lora_base;  // model.lora over checkpoint.init_ckpt_path: checkpoints hold adapters
 
   bool stop_requested() const { return stop.load() || stop_signal() != 0; }
@@ -573,6 +574,12 @@ void Trainer::Impl::log_record(MetricsInputs in) {
   json j = metrics_record(in);
   for (const auto& [dataset, reasons] : loader->skipped())
     for (const auto& [reason, count] : reasons) j["data/skipped/" + dataset + "/" + reason] = count;
+  const data::WorkTotals work = loader->work_totals();  // rank 0's workers, since the previous record
+  j["data/preprocess_worker_s"] = work.preprocess_seconds - logged_work.preprocess_seconds;
+  j["data/samples_preprocessed"] = work.samples - logged_work.samples;
+  j["data/videos_read"] = work.videos - logged_work.videos;
+  j["data/video_frames_decoded"] = work.video_frames_decoded - logged_work.video_frames_decoded;
+  logged_work = work;
   j["created_at"] = utc_timestamp();
   metrics->write(j);
 

@@ -15,7 +15,11 @@
 #      path included, at PLM-1B's head shapes);
 #   7. data.packing=samples on the GPU, bf16: the tiny model in rows of 512 and PLM-1B (stage 2's recipe with one
 #      448-px tile of 256 tokens per image, rows of 1,280 as stage 1's, 16 toy samples of ~300 tokens), packed vs
-#      unpacked samples/s and losses, and the log line naming the variable-length flash kernel.
+#      unpacked samples/s and losses, and the log line naming the variable-length flash kernel;
+#   8. LoRA on the GPU (last, so that a run out of time keeps the rest): the tiny model, fp32, LoRA r4 on every
+#      linear with adapter dropout 0.1 under full_shard and no_shard + activation checkpointing (the keyed masks on
+#      a CUDA generator must replay: same losses), then LoRA r16 on every linear at PLM-1B/3B/8B stage 3 shapes
+#      (random base, bf16): trainable parameters, step time and peak memory, beside check 4's full fine-tune.
 set -uo pipefail
 ROOT="$PWD"; OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 work=/tmp/plm-gpu; rm -rf "$work"; mkdir -p "$work"
@@ -40,8 +44,9 @@ ops_check() {  # the ops on CUDA against the CPU's ATen path; run first, it need
 ops_check | tee -a "$OUT/summary.txt"
 
 cd "$work"
-sed -n '/^"\$PY" - <<.PYDATA/,/^PYDATA/p' "$ROOT/tests/e2e/cli_train.sh" | sed '1d;$d' > make_data.py
-python3 make_data.py || exit 1
+# The e2e tests' toy data (tests/e2e/lib.sh make_toy_data), made by the same Python.
+sed -n '/<<.PYDATA/,/^PYDATA/p' "$ROOT/tests/e2e/lib.sh" | sed '1d;$d' > make_data.py
+[ -s make_data.py ] && python3 make_data.py "$work" && [ -f "$work/train.jsonl" ] || { echo "no toy data" | tee -a "$OUT/summary.txt"; exit 1; }
 printf 'toy:\n  annotation: %s/train.jsonl\n  root_dir: %s\n' "$work" "$work" > datasets.yaml
 common=(data.registry="$work/datasets.yaml" data.datamix=toy:1 checkpoint.init_ckpt_path=null
         checkpoint.vision_model_path=null data.tokenizer_path="$ROOT/tests/fixtures/llama3/tokenizer.model"
@@ -126,5 +131,30 @@ for packing in none samples; do
   packed_summary "pack_b1_$packing"
 done
 grep -h "packed attention (cuda" "$OUT"/pack_*.log | sed 's/^.*packed attention/packed attention/' | sort -u | tee -a "$OUT/summary.txt"
+for mode in full_shard no_shard; do
+  extra=(); [ $mode = no_shard ] && extra=(distributed.full_activation_checkpointing=true)
+  timeout 120 plm train "$ROOT/configs/models/tiny.yaml" dump_dir="$work/lora_tiny_$mode" steps=12 "${common[@]}" \
+      data.batch_size=8 data.image_res=56 data.max_num_tiles=1 data.vision_input_type=vanilla model.max_seqlen=96 \
+      data.conversation_format=plm_sft distributed.fsdp_type=$mode distributed.model_dtype=fp32 optim.warmup=2 \
+      optim.lr=0.01 model.lora.rank=4 model.lora.targets=all model.lora.dropout=0.1 "${extra[@]}" \
+      > "$OUT/lora_tiny_$mode.log" 2>&1 || echo "LoRA tiny $mode failed: $(tail -3 "$OUT/lora_tiny_$mode.log")" |
+    tee -a "$OUT/summary.txt"
+done
+python3 - "$work/lora_tiny_full_shard/metrics.jsonl" "$work/lora_tiny_no_shard/metrics.jsonl" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+a, b = ({r["global_step"]: r["loss/out"] for r in map(json.loads, open(f)) if "loss/out" in r} for f in sys.argv[1:])
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"LoRA dropout on CUDA, full_shard vs no_shard + AC: {len(a)} steps, losses within {worst:.2e} "
+      f"({'replayed' if worst < 1e-4 else 'NOT replayed'}); loss {a[1]:.4f} -> {a[max(a)]:.4f}")
+PY
+for size in 1b 3b 8b; do
+  timeout 240 plm train "$ROOT/recipes/stage3_sft/plm_$size.yaml" dump_dir="$work/lora_$size" steps=4 "${common[@]}" \
+      data.batch_size=1 model.lora.rank=16 model.lora.alpha=32 model.lora.targets=all \
+      > "$OUT/lora_$size.log" 2>&1 || echo "LoRA $size failed: $(tail -3 "$OUT/lora_$size.log")" | tee -a "$OUT/summary.txt"
+  grep -h "model parameters:" "$OUT/lora_$size.log" | sed 's/^.*model parameters/lora_'$size' parameters/' |
+    tee -a "$OUT/summary.txt"
+  summary "lora_$size"
+  rm -rf "$work/lora_$size/checkpoints"
+done
 cp "$work"/b1_*/metrics.jsonl "$OUT/" 2>/dev/null; for f in "$work"/b1_*/metrics.jsonl; do cp "$f" "$OUT/$(basename "$(dirname "$f")").metrics.jsonl"; done
 cat "$OUT/summary.txt"

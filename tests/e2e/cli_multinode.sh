@@ -5,7 +5,8 @@
 # replaced by one that starts the four tasks with SLURM's variables, as srun on two nodes would) and by
 # docs/deploy/slurm_torchrun.sbatch (srun starting one torchrun per "node"); a node that dies
 # (its launcher and workers SIGKILLed mid-run) ends the other node's ranks within distributed.timeout_s, and that
-# node's launcher names the lost ranks and their node.
+# node's launcher names the lost ranks and their node; with data.global_batch_size, a job that lost a node and is
+# restarted on one rank resumes from the last checkpoint with the 1-rank losses.
 # Usage: tests/e2e/cli_multinode.sh path/to/plm   (run from the repository root)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -128,4 +129,27 @@ echo "node 0 ended $("$PY" -c "import time; print(f'{time.time() - $killed_at:.1
 [ "$rc" -ne 0 ] || fail "node 0 ended successfully after node 1 died"
 grep -Eq "failed: .*rank [23] \(node 1\) was lost" dies0.log || fail "node 0 does not name the lost ranks: $(tail -2 dies0.log)"
 grep "failed:" dies0.log | head -1
+# 5. A job that loses a node and restarts on fewer ranks: 2 nodes x 2 ranks with data.global_batch_size=4, node 1
+#    SIGKILLed after the step-4 checkpoint (node 0 then fails), the same command restarted as one rank resumes from
+#    it with data.batch_size 4: the 8 steps' losses are the 1-rank run's (same global batch, same data order).
+port=$(free_port)
+GLOBAL=(data.global_batch_size=4 distributed.timeout_s=10)
+setsid "$PLM" launch --nnodes 2 --node-rank 1 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=shrunk \
+  "${GLOBAL[@]}" > shrunk1.log 2>&1 &
+node1=$!
+"$PLM" launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=shrunk \
+  "${GLOBAL[@]}" > shrunk0.log 2>&1 &
+node0=$!
+wait_for $node0 test -f shrunk/checkpoints/0000000004/manifest.json || fail "no step-4 checkpoint on 2 nodes"
+kill -9 -- -"$node1" 2>/dev/null
+wait $node0
+rm -rf shrunk/checkpoints/0000000008  # in case the run got there before the kill: resume from step 4 regardless
+"$PLM" train recipe.yaml dump_dir=shrunk "${GLOBAL[@]}" > shrunk_resumed.log 2>&1 || fail "1-rank restart: $(tail -2 shrunk_resumed.log)"
+grep -q "resumed from .*0000000004" shrunk_resumed.log || fail "the restart did not resume from step 4"
+grep -q "data.batch_size 4 per rank: data.global_batch_size 4 over 1 ranks" shrunk_resumed.log ||
+  fail "the restart does not derive data.batch_size from the global batch"
+compare shrunk
+"$PLM" train recipe.yaml dump_dir=odd data.global_batch_size=5 grad_acc_steps=2 > odd.log 2>&1 && fail "an uneven global batch ran"
+grep -q "data.global_batch_size is 5, which 1 ranks x 2 grad_acc_steps cannot split evenly" odd.log ||
+  fail "no sentence for an uneven global batch: $(tail -1 odd.log)"
 finish cli_multinode

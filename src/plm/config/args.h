@@ -236,6 +236,10 @@ struct DataArgs {
   // before it is decoded, then decoded (long_video_policy: decode) or skipped as "too_long" / "frame_count_mismatch"
   // (skip). 0: no bound.
   int64_t max_video_decode_frames = 10000;
+  // The global batch (samples per optimizer step over all ranks); when set, data.batch_size is derived from it as
+  // global / (ranks x grad_acc_steps), so a run restarted on fewer or more ranks keeps its batch, data order and
+  // losses. 0: off (data.batch_size is per rank, as in PLM).
+  int64_t global_batch_size = 0;
   std::string long_video_policy = "decode";
   std::string val_datamix;      // held-out "name:weight,..." (data.registry) for the validation loss; "" = off
   int64_t val_max_batches = 8;  // batches per validation (every checkpoint.eval.every steps and at the end)
@@ -263,6 +267,7 @@ struct DataArgs {
     v("prefetch_batches", prefetch_batches);
     v("confine_media_to_root", confine_media_to_root);
     v("max_video_decode_frames", max_video_decode_frames);
+    v("global_batch_size", global_batch_size);
     v("long_video_policy", long_video_policy);
     v("val_datamix", val_datamix);
     v("val_max_batches", val_max_batches);

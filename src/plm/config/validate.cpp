@@ -130,6 +130,7 @@ void check_data(const DataArgs& d, Checker& c) {
   c.at_most(d.prefetch_batches, 1024, "data.prefetch_batches", "each is a whole batch held in memory");
   if (d.conversation_format) c.one_of(*d.conversation_format, "data.conversation_format", {"plm_sft", "warmup"});
   c.at_least<int64_t>(d.max_video_decode_frames, 0, "data.max_video_decode_frames");
+  c.at_least<int64_t>(d.global_batch_size, 0, "data.global_batch_size");
   c.one_of(d.long_video_policy, "data.long_video_policy", {"decode", "skip"});
 }
 

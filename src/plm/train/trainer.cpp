@@ -200,6 +200,15 @@ void Trainer::Impl::setup() {
                               " ranks: that asks for several replicas of sharded groups (HSDP), which plm does not "
                               "implement yet; leave distributed.dp_shard at 1 (full_shard then shards over all ranks, "
                               "as PLM's recipes do).");
+  if (const int64_t global = args.data.global_batch_size; global > 0) {  // the per-rank batch follows the world
+    const int64_t per_step = int64_t{size} * args.grad_acc_steps;
+    if (global % per_step != 0)
+      throw config::ConfigError("data.global_batch_size is " + std::to_string(global) + ", which " +
+                                std::to_string(size) + " ranks x " + std::to_string(args.grad_acc_steps) +
+                                " grad_acc_steps cannot split evenly; make it a multiple of " +
+                                std::to_string(per_step) + ".");
+    args.data.batch_size = global / per_step;
+  }
   if (leader()) fs::create_directories(args.dump_dir);
   // Rank 0 writes train.log; every rank logs to its console (launchers prefix the lines with the rank).
   log::init({rank, args.logging.level, leader() ? (fs::path(args.dump_dir) / "train.log").string() : "", false});
@@ -207,6 +216,9 @@ void Trainer::Impl::setup() {
   if (leader()) runtime::log_summary();
   log::info("training '{}' for {} steps into {} (rank {} of {}, {})", args.name, args.steps, args.dump_dir, rank, size,
             config::name_of(args.distributed.fsdp_type));
+  if (args.data.global_batch_size > 0)
+    log::info("data.batch_size {} per rank: data.global_batch_size {} over {} ranks x {} grad_acc_steps",
+              args.data.batch_size, args.data.global_batch_size, size, args.grad_acc_steps);
 
   loaders = data::make_loader_factory(args, rank, size);
   // PLM fills vocab_size -1 from the tokenizer and asserts that any other value equals its size.

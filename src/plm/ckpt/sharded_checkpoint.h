@@ -15,9 +15,9 @@
 namespace plm::ckpt {
 
 /// This rank's part of a checkpoint: its model, optimizer and extra shard files. `shards` are this rank's shards
-/// (written as fp32) of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its trainable
-/// shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` its partly accumulated
-/// gradients "grad.<unit>". Rank 0 also writes shards.json and the `texts` (params.json, train_state.json).
+/// (written as fp32) of `layout`'s units (by unit name, in layout order), `optimizer_state` the AdamW state of its
+/// trainable shards ("<unit>.exp_avg", "<unit>.exp_avg_sq", "<unit>.step"), `extra` its partly accumulated
+/// gradients "grad.<unit>". Rank 0 also writes shards.json and the `texts` (params.json, train_state.json, ...).
 RankFiles sharded_checkpoint_files(const dist::ShardLayout& layout, const NamedTensors& shards,
                                    const NamedTensors& optimizer_state, TensorMap extra, int rank,
                                    std::vector<std::pair<std::string, std::string>> texts);

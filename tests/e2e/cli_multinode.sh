@@ -110,16 +110,23 @@ PATH="$tmp/fakebin:$PATH" SLURM_JOB_ID=1 SLURM_NNODES=2 SLURM_JOB_NODELIST=127.0
   fail "slurm_torchrun.sbatch: $(tail -2 slurm_torchrun.log)"
 compare slurm_torchrun
 
+# Starts a 2-node x 2-rank plm launch of dump_dir=NAME with the overrides in the background, node 1 in a process
+# group of its own (so that one kill takes the whole node): start_nodes NAME OVERRIDES... (sets node0, node1;
+# logs NAME0.log, NAME1.log).
+start_nodes() {
+  local name=$1 port; shift
+  port=$(free_port)
+  setsid "$PLM" launch --nnodes 2 --node-rank 1 --nproc-per-node 2 --master-port "$port" recipe.yaml \
+    dump_dir="$name" "$@" > "${name}1.log" 2>&1 &
+  node1=$!
+  "$PLM" launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir="$name" "$@" \
+    > "${name}0.log" 2>&1 &
+  node0=$!
+}
+
 # 4. A node dies mid-run: node 1's launcher and workers are SIGKILLed once training is under way; node 0's ranks end
 #    within distributed.timeout_s and its launcher names the lost ranks.
-port=$(free_port)
-LONG=(steps=100000 distributed.timeout_s=10 checkpoint.dump.every=100000)
-setsid "$PLM" launch --nnodes 2 --node-rank 1 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=dies \
-  "${LONG[@]}" > dies1.log 2>&1 &
-node1=$!
-"$PLM" launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=dies \
-  "${LONG[@]}" > dies0.log 2>&1 &
-node0=$!
+start_nodes dies steps=100000 distributed.timeout_s=10 checkpoint.dump.every=100000
 wait_for $node0 grep -Eqs '"global_step": ?2[,}]' dies/metrics.jsonl || fail "the 2-node run did not train"
 killed_at=$(date +%s.%N)
 kill -9 -- -"$node1" 2>/dev/null
@@ -129,17 +136,12 @@ echo "node 0 ended $("$PY" -c "import time; print(f'{time.time() - $killed_at:.1
 [ "$rc" -ne 0 ] || fail "node 0 ended successfully after node 1 died"
 grep -Eq "failed: .*rank [23] \(node 1\) was lost" dies0.log || fail "node 0 does not name the lost ranks: $(tail -2 dies0.log)"
 grep "failed:" dies0.log | head -1
+
 # 5. A job that loses a node and restarts on fewer ranks: 2 nodes x 2 ranks with data.global_batch_size=4, node 1
 #    SIGKILLed after the step-4 checkpoint (node 0 then fails), the same command restarted as one rank resumes from
 #    it with data.batch_size 4: the 8 steps' losses are the 1-rank run's (same global batch, same data order).
-port=$(free_port)
 GLOBAL=(data.global_batch_size=4 distributed.timeout_s=10)
-setsid "$PLM" launch --nnodes 2 --node-rank 1 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=shrunk \
-  "${GLOBAL[@]}" > shrunk1.log 2>&1 &
-node1=$!
-"$PLM" launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-port "$port" recipe.yaml dump_dir=shrunk \
-  "${GLOBAL[@]}" > shrunk0.log 2>&1 &
-node0=$!
+start_nodes shrunk "${GLOBAL[@]}"
 wait_for $node0 test -f shrunk/checkpoints/0000000004/manifest.json || fail "no step-4 checkpoint on 2 nodes"
 kill -9 -- -"$node1" 2>/dev/null
 wait $node0

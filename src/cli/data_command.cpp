@@ -124,18 +124,13 @@ nlohmann::json packing_report(const config::TrainArgs& args, const std::vector<d
 }
 
 // Every row of every dataset through parsing and preprocessing, on all cores.
-// A video of the datamix and what reading its sampled frames decodes (media::ClipPlan).
-struct VideoCost {
-  int64_t pixels = 0, frames_decoded = 0, frames = 0;
-  std::string file, dataset;
-};
 
 int check(const DataOptions& o) {
   const config::TrainArgs args = load_args(o);
   const data::LoaderFactory p = data::make_loader_factory(args);
   nlohmann::json out = nlohmann::json::object();
-  std::vector<VideoCost> videos;
-  std::vector<std::vector<int64_t>> lengths;  // per dataset of the mix, per checked row
+  std::vector<std::pair<data::VideoRead, std::string>> videos;  // and its dataset
+  std::vector<std::vector<int64_t>> lengths;                    // per dataset of the mix, per checked row
   for (const auto& entry : p.mix) {
     const data::JsonlSource source(entry.dataset.annotation);
     const int64_t rows = o.max_samples > 0 ? std::min(o.max_samples, source.size()) : source.size();
@@ -157,9 +152,7 @@ int check(const DataOptions& o) {
           r.tokens += static_cast<int64_t>(s.ids.size());
           r.loss_tokens += static_cast<int64_t>(s.response_pos.size());
           r.lengths[static_cast<size_t>(i)] = std::max<int64_t>(static_cast<int64_t>(s.ids.size()) - 1, 0);
-          if (!s.video.empty())
-            videos.push_back(
-                {s.video_pixels_decoded, s.video_frames_decoded, s.video_frames, s.video, entry.dataset.name});
+          if (!s.video.file.empty()) videos.emplace_back(s.video, entry.dataset.name);
         } catch (const data::SampleError& e) {
           std::lock_guard<std::mutex> lock(mutex);
           ++r.skipped[e.reason()];
@@ -206,21 +199,23 @@ int check(const DataOptions& o) {
     }
   }
   // The slowest videos first: decode time is about the frames decoded times their pixels.
-  std::sort(videos.begin(), videos.end(), [](const VideoCost& a, const VideoCost& b) {
-    return a.pixels != b.pixels ? a.pixels > b.pixels : a.file < b.file;
+  std::sort(videos.begin(), videos.end(), [](const auto& a, const auto& b) {
+    return a.first.pixels_decoded != b.first.pixels_decoded ? a.first.pixels_decoded > b.first.pixels_decoded
+                                                            : a.first.file < b.first.file;
   });
   nlohmann::json slowest = nlohmann::json::array();
   for (size_t k = 0; k < std::min<size_t>(10, videos.size()); ++k) {
-    const VideoCost& v = videos[k];
+    const auto& [v, dataset] = videos[k];
+    const double megapixels = static_cast<double>(v.pixels_decoded) / 1e6;
     slowest.push_back({{"file", v.file},
-                       {"dataset", v.dataset},
+                       {"dataset", dataset},
                        {"frames", v.frames},
                        {"frames_decoded", v.frames_decoded},
-                       {"megapixels_decoded", static_cast<double>(v.pixels) / 1e6}});
+                       {"megapixels_decoded", megapixels}});
     if (o.json) continue;
     if (k == 0) std::cout << "slowest videos by predicted decode cost (frames decoded to sample x their pixels):\n";
-    std::cout << "  " << k + 1 << ". " << v.file << " (" << v.dataset << "): " << v.frames_decoded << " of " << v.frames
-              << " frames decoded, " << static_cast<double>(v.pixels) / 1e6 << " megapixels\n";
+    std::cout << "  " << k + 1 << ". " << v.file << " (" << dataset << "): " << v.frames_decoded << " of " << v.frames
+              << " frames decoded, " << megapixels << " megapixels\n";
   }
   const nlohmann::json packing = packing_report(args, p.mix, lengths, o.json);
   if (o.json)

@@ -431,15 +431,15 @@ TEST_CASE("loader with media: image tiles, multi-image, video with a box, region
   CHECK(video.media_type == "video");
   // 3 s at 10 fps gives 3 one-per-second candidates, fewer than 4: the reference then samples 4 of all 30 frames
   CHECK(video.media.sizes() == at::IntArrayRef({4, 3, 28, 28}));
-  CHECK(video.video == s.path("clip.mp4"));
-  CHECK(video.video_frames == 30);
-  CHECK(video.video_frames_decoded >= 4);  // one keyframe (ffmpeg's default GOP is longer than the clip)
-  CHECK(video.video_frames_decoded <= 30);
-  CHECK(video.video_pixels_decoded == video.video_frames_decoded * 64 * 48);
+  CHECK(video.video.file == s.path("clip.mp4"));
+  CHECK(video.video.frames == 30);
+  CHECK(video.video.frames_decoded >= 4);  // one keyframe (ffmpeg's default GOP is longer than the clip)
+  CHECK(video.video.frames_decoded <= 30);
+  CHECK(video.video.pixels_decoded == video.video.frames_decoded * 64 * 48);
   // Over data.max_video_decode_frames: skipped by name under "too_long" (policy skip), else decoded.
   for (const bool skip : {true, false}) {
     PreprocessOptions bounded = po;
-    bounded.max_video_decode_frames = video.video_frames_decoded - 1;
+    bounded.max_video_decode_frames = video.video.frames_decoded - 1;
     bounded.skip_long_videos = skip;
     const Preprocessor strict_pre(llama3_ptr(), bounded);
     if (skip) {

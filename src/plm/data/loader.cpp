@@ -125,27 +125,16 @@ struct DataLoader::Impl {
       ProcessedSample result;
       std::exception_ptr error;
       Candidate c = job.candidate;
+      const auto started = std::chrono::steady_clock::now();  // the work totals count every attempt, skipped too
+      int attempts = 0;
       for (int attempt = 1;; ++attempt) {
-        const auto started = std::chrono::steady_clock::now();
-        // Counted however the attempt ends: the time was spent.
-        const auto count_work = [&](const ProcessedSample* done) {
-          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-          std::lock_guard<std::mutex> lock(mutex);
-          totals.preprocess_seconds += s;
-          ++totals.samples;
-          if (done && !done->video.empty()) {
-            ++totals.videos;
-            totals.video_frames_decoded += done->video_frames_decoded;
-          }
-        };
+        attempts = attempt;
         try {
           result = process(c);
-          count_work(&result);
           result.id = mix[c.dataset].dataset.name + "#" + std::to_string(c.row);
           result.slot = job.slot;
           break;
         } catch (const SampleError& e) {
-          count_work(nullptr);
           count_skip(c, e);
           if (o.strict || attempt >= o.max_attempts) {
             error = std::make_exception_ptr(
@@ -160,7 +149,14 @@ struct DataLoader::Impl {
           break;
         }
       }
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       std::lock_guard<std::mutex> lock(mutex);
+      totals.preprocess_seconds += seconds;
+      totals.samples += attempts;
+      if (!result.video.file.empty()) {
+        ++totals.videos;
+        totals.video_frames_decoded += result.video.frames_decoded;
+      }
       Pending& p = pending[job.batch];
       if (error && !p.error) p.error = error;
       p.samples[static_cast<size_t>(job.index)] = std::move(result);

@@ -114,10 +114,8 @@ SampleMedia Preprocessor::load_media(const Sample& sample, const std::string& ro
       if (!sample.bbox_map.empty()) media::draw_boxes_on_sampled_frames(clip, sample.bbox_map);
       out.pixels = media::video_pixels(clip, s);
       out.type = text::MediaType::video;
-      out.video = clip.path;
-      out.video_frames = clip.info.num_frames;
-      out.video_frames_decoded = clip.frames_to_decode;
-      out.video_pixels_decoded = clip.frames_to_decode * clip.info.width * clip.info.height;
+      out.video = {clip.path, clip.info.num_frames, clip.frames_to_decode,
+                   clip.frames_to_decode * clip.info.width * clip.info.height};
     } else {
       out.pixels = at::ones({1, 3, s, s});  // PLM's placeholder: runs through the vision tower, then dropped
     }
@@ -151,9 +149,6 @@ ProcessedSample Preprocessor::operator()(const Sample& sample, const std::string
   SampleMedia media = load_media(sample, root_dir);
   out.media = std::move(media.pixels);
   out.video = std::move(media.video);
-  out.video_frames = media.video_frames;
-  out.video_frames_decoded = media.video_frames_decoded;
-  out.video_pixels_decoded = media.video_pixels_decoded;
   const text::MediaType media_type = media.type;
   out.media_type = media_type == text::MediaType::multi_image ? "multi_image"
                    : media_type == text::MediaType::image     ? "image"

@@ -39,12 +39,18 @@ struct PreprocessOptions {
   int64_t tokens_per_chunk() const;
 };
 
+/// A video sample's file and what reading it decoded (media::ClipPlan), for plm data check and the loader's metrics.
+struct VideoRead {
+  std::string file;  // empty: the sample has no video
+  int64_t frames = 0, frames_decoded = 0;
+  int64_t pixels_decoded = 0;  // frames_decoded x width x height: about what the decode costs
+};
+
 /// A sample's pixels and what kind of media they are.
 struct SampleMedia {
   at::Tensor pixels;  // float32 [chunks, 3, S, S], normalised; text-only: PLM's placeholder ones [1, 3, S, S]
   text::MediaType type = text::MediaType::text;
-  std::string video;  // a video's file and what reading it decoded (ProcessedSample's fields of the same names)
-  int64_t video_frames = 0, video_frames_decoded = 0, video_pixels_decoded = 0;
+  VideoRead video;
 };
 
 /// A sample ready for collation.
@@ -55,8 +61,7 @@ struct ProcessedSample {
   at::Tensor media;                   // float32 [chunks, 3, S, S], normalised; text-only: ones [1, 3, S, S]
   std::string media_type;             // "image", "multi_image", "video" or "text"
   bool truncated = false;
-  std::string video;  // a video sample's file, and what reading it decoded (media::ClipPlan)
-  int64_t video_frames = 0, video_frames_decoded = 0, video_pixels_decoded = 0;
+  VideoRead video;
   std::string id;     // "dataset#row" (set by the loader), for messages about the sample
   int64_t slot = -1;  // the global stream slot it fills (set by the loader; data/stream.h), -1 outside training
 };

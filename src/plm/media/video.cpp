@@ -233,8 +233,14 @@ class VideoFile {
 
   at::Tensor decode(const std::vector<int64_t>& indices, int threads);
 
-  /// ClipPlan::frames_to_decode for in-range `indices` (video.h).
+  /// ClipPlan::frames_to_decode for `indices` as decode() takes them (negative from the end; out-of-range ones, which
+  /// decode() refuses, cost nothing).
   int64_t frames_to_decode(std::vector<int64_t> indices) const {
+    const auto n = static_cast<int64_t>(frames_.size());
+    for (int64_t& i : indices)
+      if (i < 0) i += n;
+    indices.erase(std::remove_if(indices.begin(), indices.end(), [n](int64_t i) { return i < 0 || i >= n; }),
+                  indices.end());
     std::sort(indices.begin(), indices.end());
     indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
     int64_t last = -1, total = 0;
@@ -484,11 +490,7 @@ DecodedFrames read_clip(const std::string& path, std::optional<double> start_s, 
   } catch (const std::invalid_argument& e) {
     fail("decode_error", path, std::string("cannot be sampled: ") + e.what());
   }
-  const auto n = clip.info.num_frames;
-  std::vector<int64_t> in_range;
-  for (const int64_t i : clip.indices)
-    if (const int64_t j = i < 0 ? i + n : i; j >= 0 && j < n) in_range.push_back(j);
-  clip.frames_to_decode = file.frames_to_decode(in_range);
+  clip.frames_to_decode = file.frames_to_decode(clip.indices);
   if (before_decode) before_decode({path, clip.info, clip.indices, clip.frames_to_decode});
   clip.frames = file.decode(clip.indices, threads);
   return clip;
